@@ -1,0 +1,189 @@
+"""The command line: parse into a config, call a library function, print. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import add_config_flags, apply_overrides, from_dict, load_yaml
+from tunesmith.errors import TunesmithError
+
+log = logging.getLogger("tunesmith")
+
+EPILOG = """examples:
+  tunesmith demo
+  tunesmith train --model minilm-l6 --train data.csv --text-column text --label-column label --output runs/x
+  tunesmith train config.yaml --lr 3e-5          (flags override the YAML file)
+  tunesmith train --output runs/x --resume       (continue a killed run)
+  tunesmith predict runs/x --text "where is my parcel?"
+  tunesmith predict runs/x --input new.csv --output predictions.csv
+  tunesmith evaluate runs/x --test test.csv
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunesmith",
+        description="Fine-tune pretrained language models end to end, offline or not.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="fine-tune a model; every config field is a flag",
+        description="Fine-tune a model. A YAML file can set any field below; flags override it. "
+        "The resolved config is saved as config.yaml in the run folder.",
+    )
+    train.add_argument("config", nargs="?", help="YAML config file (optional)")
+    add_config_flags(train)
+
+    predict = sub.add_parser("predict", help="label texts with a trained run")
+    predict.add_argument("run", help="run folder written by `tunesmith train`")
+    predict.add_argument("--text", action="append", help="a text to label; repeat for several")
+    predict.add_argument("--input", help="file of texts (csv, tsv, json, jsonl, parquet)")
+    predict.add_argument("--output", help="where --input's predictions go (same formats)")
+    predict.add_argument("--text-column", action="append", help="text column(s) of --input; default: the run's")
+    predict.add_argument("--device", default="auto")
+
+    evaluate = sub.add_parser("evaluate", help="score a trained run on any labelled file")
+    evaluate.add_argument("run", help="run folder written by `tunesmith train`")
+    evaluate.add_argument("--test", required=True, help="labelled file with the run's text and label columns")
+    evaluate.add_argument("--output", help="also write the metrics to this JSON file")
+    evaluate.add_argument("--device", default="auto")
+
+    demo = sub.add_parser("demo", help="fine-tune a real model on real data, offline, in minutes")
+    demo.add_argument("--output", default="runs/demo", help="run folder (replaced if it exists)")
+    demo.add_argument("--quick", action="store_true", help="a smaller run for a smoke test (about a minute)")
+
+    sub.add_parser("models", help="list the model aliases that work offline")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tunesmith.run import train_run
+
+    raw: dict[str, Any] = {}
+    output = getattr(args, "output", None)
+    if getattr(args, "resume", False) and output and (Path(output) / "config.yaml").is_file():
+        raw = load_yaml(Path(output) / "config.yaml")  # a resume continues the saved run's config
+    if args.config:
+        raw = _merge(raw, load_yaml(args.config))
+    cfg = from_dict(apply_overrides(raw, args), args.config or "flags")
+    metrics = train_run(cfg)
+    print_summary(metrics)
+    print(f"run folder: {cfg.output}")
+    return 0
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def print_summary(metrics: dict[str, Any]) -> None:
+    """Base beside fine-tuned, on the same test split."""
+    rows = [(name, metrics[name]) for name in ("zero_shot", "linear_probe", "finetuned") if name in metrics]
+    keys = [
+        k
+        for k in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2", "spearman")
+        if k in metrics["finetuned"]["test"]
+    ]
+    labels = {
+        "zero_shot": "base model, zero-shot",
+        "linear_probe": "base model + linear probe",
+        "finetuned": f"fine-tuned ({metrics['finetuned']['method']})",
+    }
+    width = max(len(labels[name]) for name, _ in rows)
+    print(f"\n{'test split':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
+    for name, m in rows:
+        print(f"{labels[name]:<{width}}  " + "  ".join(f"{m['test'][k]:>9.4f}" for k in keys))
+    if "base" in metrics:
+        print(f"(base = {labels[metrics['base']['kind']]}: {metrics['base']['description']})")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tunesmith.run import load_run, predict_file, predict_texts
+
+    if bool(args.text) == bool(args.input):
+        raise TunesmithError("give either --text (repeatable) or --input FILE --output FILE")
+    if args.input and not args.output:
+        raise TunesmithError("--input needs --output FILE for the predictions")
+    run = load_run(args.run, args.device)
+    if args.text:
+        for text, pred in zip(args.text, predict_texts(run, args.text), strict=True):
+            print(json.dumps({"text": text, **pred}, ensure_ascii=False))
+    else:
+        n = predict_file(run, args.input, args.output, args.text_column)
+        print(f"wrote {n} predictions to {args.output}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tunesmith.run import evaluate_file, load_run
+    from tunesmith.utils import atomic_write_json
+
+    metrics = evaluate_file(load_run(args.run, args.device), args.test)
+    brief = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    print(json.dumps(brief, indent=2))
+    if args.output:
+        atomic_write_json(Path(args.output), metrics)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tunesmith.demo import run_demo
+
+    run_demo(args.output, quick=args.quick)
+    return 0
+
+
+def cmd_models(_: argparse.Namespace) -> int:
+    from tunesmith.models.registry import ALIASES
+
+    for name, alias in ALIASES.items():
+        print(f"{name:<24} {alias.summary}  [pip: {alias.packages}]")
+    print("\nAny local model folder or Hugging Face hub id works too (the hub needs a network).")
+    return 0
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="tunesmith: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    commands = {
+        "train": cmd_train,
+        "predict": cmd_predict,
+        "evaluate": cmd_evaluate,
+        "demo": cmd_demo,
+        "models": cmd_models,
+    }
+    try:
+        if args.command != "models":
+            _quiet_libraries()
+        return commands[args.command](args)
+    except TunesmithError as e:
+        print(f"tunesmith: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunesmith: interrupted; a run can continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Typed run configuration: the same dataclasses are the YAML file, the CLI flags and the Python API.
+
+Every leaf field has exactly one flag (its name, or `flag` in the field's metadata), so a YAML file
+can set anything and a flag overrides it. Validation happens once, in `RunConfig.validate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.errors import TunesmithError
+
+TASKS = ("classification", "regression", "multilabel")
+METHODS = ("full", "lora")
+SCHEDULERS = ("linear", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _f(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"help": help, "flag": flag, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    train: str | None = _f(None, "training file (csv, tsv, json, jsonl, parquet)")
+    validation: str | None = _f(None, "validation file; split from --train when absent")
+    test: str | None = _f(None, "test file; split from --train when absent")
+    text_columns: list[str] = _f(
+        ["text"], "text column; repeat for several (joined with a newline)", flag="text-column"
+    )
+    label_columns: list[str] = _f(
+        ["label"],
+        "label column; for multilabel repeat it for 0/1 columns or give one column of separated labels",
+        flag="label-column",
+    )
+    label_separator: str = _f("|", "separator of labels inside one multilabel cell")
+    encoding: str | None = _f(None, "file encoding when not UTF-8, e.g. gb18030")
+    validation_size: float = _f(0.1, "fraction held out for validation when no --validation file")
+    test_size: float = _f(0.1, "fraction held out for test when no --test file")
+    max_length: int = _f(128, "maximum tokens per text; longer texts are truncated")
+    max_train_rows: int = _f(0, "use at most this many training rows after the split (0: all)")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("minilm-l6", "model alias, local folder or hub id", flag="model")
+    dropout: float | None = _f(None, "hidden and attention dropout; default: the model's own")
+    freeze_embeddings: bool | None = _f(
+        None, "freeze the token embeddings; default: on when they hold over two thirds of the weights"
+    )
+    trust_remote_code: bool = _f(False, "run code shipped with a hub model (only for models you trust)")
+
+
+@dataclass
+class MethodConfig:
+    method: str = _f("full", "what trains: all weights, or LoRA adapters plus the head", choices=METHODS)
+    lora_r: int = _f(8, "LoRA rank")
+    lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = _f(0.1, "dropout on the LoRA input")
+    lora_target_modules: list[str] | None = _f(
+        None, "module names to adapt; default: peft's choice for the architecture", flag="lora-target"
+    )
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = _f(3.0, "passes over the training data")
+    max_steps: int = _f(0, "stop after this many optimizer steps (0: no limit)")
+    lr: float = _f(2e-5, "peak learning rate")
+    batch_size: int = _f(32, "examples per optimizer step (split over --grad-accum micro-batches)")
+    grad_accum: int = _f(1, "micro-batches per optimizer step; the update equals the full batch's")
+    weight_decay: float = _f(0.01, "AdamW weight decay (never on biases and norms)")
+    warmup_ratio: float = _f(0.1, "fraction of steps with linear warmup")
+    scheduler: str = _f("linear", "learning-rate decay after warmup", choices=SCHEDULERS)
+    max_grad_norm: float = _f(1.0, "clip the gradient norm to this (0: off)")
+    precision: str = _f("fp32", "bf16 autocast (CPU or GPU) or fp16 (GPU only)", choices=PRECISIONS)
+    eval_every: int = _f(0, "evaluate every N optimizer steps (0: at the end of each epoch)")
+    checkpoint_every: int = _f(0, "checkpoint every N optimizer steps (0: at each evaluation)")
+    patience: int = _f(0, "stop after N evaluations without improvement (0: never stop early)")
+    metric: str | None = _f(None, "validation metric that picks the best checkpoint; default per task")
+    seed: int = _f(42, "seed for splits, shuffling, dropout and initialisation")
+    device: str = _f("auto", "cpu, cuda, cuda:1 or auto")
+    eval_batch_size: int = _f(64, "batch size for evaluation and prediction")
+
+
+@dataclass
+class EvalConfig:
+    baseline: bool = _f(True, "also score the base model (zero-shot and a linear probe) on the test split")
+    baseline_max_rows: int = _f(4000, "training rows used to fit the linear probe")
+
+
+@dataclass
+class RunConfig:
+    task: str = _f("classification", "what the model predicts", choices=TASKS)
+    output: str | None = _f(None, "run folder to create")
+    overwrite: bool = _f(False, "replace an existing run folder")
+    resume: bool = _f(False, "continue the run in --output from its last checkpoint")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> RunConfig:
+        _check_choices(self)
+        d, t = self.data, self.train
+        if not d.train:
+            raise TunesmithError("no training data: pass --train FILE (or data.train in the YAML)")
+        if not self.output:
+            raise TunesmithError("no run folder: pass --output DIR (or output in the YAML)")
+        if not d.text_columns or not d.label_columns:
+            raise TunesmithError("--text-column and --label-column need at least one column each")
+        if self.task != "multilabel" and len(d.label_columns) != 1:
+            raise TunesmithError(f"--task {self.task} takes one --label-column, got {d.label_columns}")
+        for name, value in (("--validation-size", d.validation_size), ("--test-size", d.test_size)):
+            if not 0 <= value < 0.5:
+                raise TunesmithError(f"{name} must be in [0, 0.5), got {value}")
+        positive = {
+            "--batch-size": t.batch_size,
+            "--grad-accum": t.grad_accum,
+            "--lr": t.lr,
+            "--max-length": d.max_length,
+            "--eval-batch-size": t.eval_batch_size,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise TunesmithError(f"{name} must be positive, got {value}")
+        if t.batch_size % t.grad_accum:
+            raise TunesmithError(f"--batch-size {t.batch_size} is not a multiple of --grad-accum {t.grad_accum}")
+        if t.epochs <= 0 and t.max_steps <= 0:
+            raise TunesmithError("set --epochs or --max-steps above 0")
+        return self
+
+
+def _check_choices(cfg: Any) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_choices(value)
+        elif f.metadata.get("choices") and value not in f.metadata["choices"]:
+            flag = f.metadata.get("flag") or f.name.replace("_", "-")
+            raise TunesmithError(f"--{flag} must be one of {', '.join(f.metadata['choices'])}; got {value!r}")
+
+
+# --- YAML ---------------------------------------------------------------------------------------
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    return _build(RunConfig, raw, source)
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise TunesmithError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise TunesmithError(f"{where}: unknown field {unknown[0]!r}; known: {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{where}.{key}")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    if value is None:
+        return None
+    base = _strip_optional(hint)
+    if typing.get_origin(base) is list:
+        items = value if isinstance(value, list) else [value]
+        return [str(v) for v in items]
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if base in (int, float):
+            return base(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise TunesmithError(f"{where}: expected {base.__name__}, got {value!r}") from None
+
+
+def _strip_optional(hint: Any) -> Any:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0]
+    return hint
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise TunesmithError(f"config file {p} not found; check the path")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise TunesmithError(f"{p}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise TunesmithError(f"{p}: expected a mapping of config fields at the top level")
+    return raw
+
+
+def save_yaml(cfg: RunConfig, path: Path) -> None:
+    from tunesmith.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+
+
+# --- CLI flags ------------------------------------------------------------------------------------
+
+
+def _leaf_fields(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any, Any]]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += _leaf_fields(hints[f.name], (*prefix, f.name))
+        else:
+            out.append(((*prefix, f.name), f, hints[f.name]))
+    return out
+
+
+def flag_name(path: tuple[str, ...], f: Any) -> str:
+    return f.metadata.get("flag") or path[-1].replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; defaults are SUPPRESSed so only flags given override the YAML."""
+    groups: dict[str, Any] = {}
+    for path, f, hint in _leaf_fields(RunConfig):
+        section = path[0] if len(path) > 1 else "run"
+        group = groups.setdefault(section, parser.add_argument_group(f"{section} options"))
+        dest = ".".join(path)
+        base = _strip_optional(hint)
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is list:
+            kwargs.update(action="append", metavar=path[-1].upper().rstrip("S"))
+        else:
+            kwargs.update(type=base, choices=f.metadata.get("choices"), metavar=None)
+            if not f.metadata.get("choices"):
+                kwargs["metavar"] = base.__name__.upper()
+        group.add_argument(f"--{flag_name(path, f)}", help=f"{help_text} (default: {default})", **kwargs)
+
+
+def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Merge parsed flags (dotted dests) into a nested YAML dict; flags win."""
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for dest, value in vars(args).items():
+        if "." not in dest and dest not in {f.name for f in dataclasses.fields(RunConfig)}:
+            continue
+        *sections, leaf = dest.split(".")
+        node = merged
+        for s in sections:
+            node = node.setdefault(s, {})
+        node[leaf] = value
+    return merged
+
+
+def check_flag_names_unique() -> None:
+    seen: dict[str, str] = {}
+    for path, f, _ in _leaf_fields(RunConfig):
+        name = flag_name(path, f)
+        if name in seen:
+            raise AssertionError(f"flag --{name} used by {seen[name]} and {'.'.join(path)}")
+        seen[name] = ".".join(path)

@@ -1,0 +1,349 @@
+"""Read and write training tables (CSV, TSV, JSON, JSON Lines, Parquet) with one-line, fixable errors.
+
+Only truly empty cells count as missing: pandas' default NA words ("NA", "None", "null", ...) are kept as
+text, because in a text dataset they are real sentences or labels, and JSON never treats them as missing
+either. Whitespace-only strings become NaN too, so callers can count and drop missing values the same way
+for every format.
+"""
+
+import codecs
+import csv
+import io
+import json
+import os
+import secrets
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import charset_normalizer
+import pandas as pd
+
+from tunesmith.errors import TunesmithError
+
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet")
+
+_SEPARATORS = {".csv": ",", ".tsv": "\t"}
+_SEPARATOR_NAMES = {",": "comma", "\t": "tab"}
+
+# Real Chinese text is almost all common simplified characters (the GB2312 set); Latin-1, Big5 or Shift-JIS
+# bytes that happen to decode as GB18030 turn into rare characters instead.
+_GB2312_SHARE = 0.8
+_ENCODING_SAMPLE_CHARS = 100_000
+
+_JSON_TYPE_NAMES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def read_table(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
+    """Read a whole table, chosen by suffix; raise TunesmithError rather than return part of it.
+
+    Text files are read as UTF-8 (a BOM is fine) unless `encoding` is given; Parquet ignores `encoding`.
+    """
+    path = Path(path)
+    suffix = _checked_suffix(path)
+    _check_is_file(path)
+    if suffix == ".parquet":
+        table = _read_parquet(path)
+    else:
+        table = _parse_text(path, suffix, _decode(path, _read_bytes(path), encoding))
+    if table.empty:
+        raise TunesmithError(f"{path} has no data rows; add rows below the header or pick another file")
+    return _blanks_to_nan(table)
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write `df` as UTF-8 without the index, format chosen by suffix, replacing `path` atomically."""
+    path = Path(path)
+    writer = _WRITERS[_checked_suffix(path)]
+    # Same folder as the target, so os.replace is a rename and a killed process leaves the old file intact.
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer(df, temp)
+        _flush_to_disk(temp)
+        os.replace(temp, path)
+    except OSError as err:
+        raise TunesmithError(f"cannot write {path} ({err.strerror or err}); check the folder is writable") from err
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _checked_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        found = suffix or "(no suffix)"
+        raise TunesmithError(f"{path}: unsupported file type {found!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    return suffix
+
+
+def _check_is_file(path: Path) -> None:
+    if path.is_dir():
+        raise TunesmithError(f"{path} is a directory, not a file; pass the data file inside it")
+    if not path.exists():
+        raise TunesmithError(f"{path} not found; check the path")
+    if path.stat().st_size == 0:
+        raise TunesmithError(f"{path} is empty (0 bytes); fill it with data or pass the right file")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise TunesmithError(f"{path} cannot be read ({err.strerror or err}); check its permissions") from err
+
+
+def _decode(path: Path, data: bytes, encoding: str | None) -> str:
+    if encoding is not None:
+        return _decode_as(path, data, encoding)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise TunesmithError(_not_utf8_message(path, data, err)) from err
+
+
+def _decode_as(path: Path, data: bytes, encoding: str) -> str:
+    try:
+        codec = codecs.lookup(encoding).name
+        # Plain utf-8 would keep a BOM glued to the first column name.
+        return data.decode("utf-8-sig" if codec == "utf-8" else codec)
+    except LookupError as err:
+        raise TunesmithError(
+            f"{path}: unknown text encoding {encoding!r}; use a name such as utf-8, gb18030 or latin-1"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise TunesmithError(
+            f"{path} is not valid {encoding} (bad byte on line {_line_of(data, err.start)}); "
+            "check the --encoding value or convert the file to UTF-8"
+        ) from err
+
+
+def _not_utf8_message(path: Path, data: bytes, err: UnicodeDecodeError) -> str:
+    where = f"first bad byte on line {_line_of(data, err.start)}"
+    guess = _guess_encoding(data)
+    if guess is None:
+        return (
+            f"{path} is not UTF-8 ({where}) and its encoding could not be detected; "
+            "re-run with --encoding NAME or convert it to UTF-8"
+        )
+    return (
+        f"{path} is not UTF-8 ({where}, looks like {guess.upper()}); "
+        f"re-run with --encoding {guess} or convert it to UTF-8"
+    )
+
+
+def _guess_encoding(data: bytes) -> str | None:
+    # charset_normalizer calls short GBK files Big5, the most common wrong guess for Chinese datasets.
+    if _looks_like_gb18030(data):
+        return "gb18030"
+    match = charset_normalizer.from_bytes(data).best()
+    # A "UTF-8" guess means a mostly UTF-8 file with a few bad bytes: no encoding to suggest.
+    if match is None or codecs.lookup(match.encoding).name == "utf-8":
+        return None
+    return match.encoding
+
+
+def _looks_like_gb18030(data: bytes) -> bool:
+    try:
+        text = data.decode("gb18030")
+    except UnicodeDecodeError:
+        return False
+    wide = [char for char in text[:_ENCODING_SAMPLE_CHARS] if not char.isascii()]
+    return sum(_in_gb2312(char) for char in wide) >= _GB2312_SHARE * len(wide)
+
+
+def _in_gb2312(char: str) -> bool:
+    try:
+        char.encode("gb2312")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _parse_text(path: Path, suffix: str, text: str) -> pd.DataFrame:
+    if not text.strip():
+        raise TunesmithError(f"{path} is empty (only whitespace); fill it with data or pass the right file")
+    if suffix in _SEPARATORS:
+        return _parse_delimited(path, text, _SEPARATORS[suffix])
+    if suffix == ".json":
+        return _parse_json(path, text)
+    return _parse_json_lines(path, text)
+
+
+def _parse_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
+    try:
+        with warnings.catch_warnings():
+            # pandas would silently turn a first row wider than the header into an index (or, with
+            # index_col=False, drop its extra fields with only this warning).
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(
+                io.StringIO(text),
+                sep=sep,
+                index_col=False,
+                keep_default_na=False,
+                na_values=[""],
+                low_memory=False,
+            )
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
+        raise TunesmithError(_describe_bad_rows(path, text, sep, err)) from err
+
+
+def _describe_bad_rows(path: Path, text: str, sep: str, err: Exception) -> str:
+    # pandas counts records rather than physical lines, so any quoted multi-line field before the bad row
+    # shifts its line number; the csv module tracks physical lines.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    width = None
+    next_start = 1
+    record_start = 1
+    for fields in reader:
+        record_start, next_start = next_start, reader.line_num + 1
+        if width is None:
+            width = len(fields) or None
+        elif len(fields) > width:
+            return (
+                f"{path}: row on line {record_start} has {len(fields)} fields, expected {width} "
+                f"(an unquoted {_SEPARATOR_NAMES[sep]} in a text? quote the field)"
+            )
+    reason = str(err).strip().splitlines()[0].removeprefix("Error tokenizing data. C error: ")
+    if reason.startswith("EOF inside string"):
+        # An unclosed quote swallows the rest of the file, so it starts the last record.
+        return f'{path}: the quoted field starting on line {record_start} is never closed; add the missing "'
+    return f"{path}: cannot be parsed ({reason}); check its quoting and separators"
+
+
+def _parse_json(path: Path, text: str) -> pd.DataFrame:
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as err:
+        # "Extra data" after a complete first value is the signature of a JSON Lines file named .json.
+        fix = "if it has one object per line, rename it to .jsonl" if err.msg == "Extra data" else "fix the file"
+        raise TunesmithError(
+            f"{path}: invalid JSON at line {err.lineno}, column {err.colno} ({err.msg}); {fix}"
+        ) from err
+    if not isinstance(rows, list):
+        raise TunesmithError(
+            f"{path}: expected a JSON array of row objects, found {_json_type(rows)}; "
+            "write it as [{...}, {...}] or use a .jsonl file"
+        )
+    for number, row in enumerate(rows, start=1):
+        _require_object(path, f"item {number} of the array", row)
+    return pd.DataFrame(rows)
+
+
+def _parse_json_lines(path: Path, text: str) -> pd.DataFrame:
+    rows = []
+    # Not splitlines(): it also splits on U+2028 and friends, which may appear raw inside JSON strings.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TunesmithError(
+                f"{path}: line {number} is not valid JSON ({err.msg} at column {err.colno}); fix or remove it"
+            ) from err
+        _require_object(path, f"line {number}", row)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _require_object(path: Path, where: str, value: object) -> None:
+    if not isinstance(value, dict):
+        raise TunesmithError(
+            f'{path}: {where} is {_json_type(value)}, not an object; each row must look like {{"text": ...}}'
+        )
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    # Imported here because pandas treats pyarrow as optional and only Parquet needs it.
+    import pyarrow
+
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pyarrow.ArrowException) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise TunesmithError(
+            f"{path} cannot be read as Parquet ({reason}); check that it is a complete Parquet file"
+        ) from err
+
+
+def _blanks_to_nan(table: pd.DataFrame) -> pd.DataFrame:
+    for name in table.columns:
+        column = table[name]
+        if column.dtype == object or isinstance(column.dtype, pd.StringDtype):
+            blank = column.map(_is_blank).astype(bool)
+            if blank.any():
+                table[name] = column.mask(blank)
+    return table
+
+
+def _is_blank(value: object) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    df.to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
+
+
+def _write_tsv(df: pd.DataFrame, path: Path) -> None:
+    df.to_csv(path, sep="\t", index=False, encoding="utf-8", lineterminator="\n")
+
+
+def _write_json(df: pd.DataFrame, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(_json_rows(df), handle, ensure_ascii=False, default=_json_default)
+
+
+def _write_json_lines(df: pd.DataFrame, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in _json_rows(df):
+            handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    df.to_parquet(path, index=False)
+
+
+def _json_rows(df: pd.DataFrame) -> list[dict]:
+    # Not DataFrame.to_json: it rounds floats to 10 significant digits, corrupting regression labels.
+    return df.astype(object).where(df.notna(), None).to_dict(orient="records")
+
+
+def _json_default(value: object) -> object:
+    # Timestamps, and numpy arrays from Parquet list columns, are the cells json cannot encode itself.
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__!r} cells as JSON")
+
+
+def _flush_to_disk(path: Path) -> None:
+    # Without fsync a power cut after os.replace can leave an empty file on some filesystems.
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+_WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+    ".csv": _write_csv,
+    ".tsv": _write_tsv,
+    ".json": _write_json,
+    ".jsonl": _write_json_lines,
+    ".ndjson": _write_json_lines,
+    ".parquet": _write_parquet,
+}

@@ -1,0 +1,3 @@
+from tunesmith.models.registry import ALIASES, resolve_model
+
+__all__ = ["ALIASES", "resolve_model"]

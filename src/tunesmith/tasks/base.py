@@ -1,0 +1,66 @@
+"""What every task shares: turning texts into token ids, and padding them into batches."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+
+
+class Task(Protocol):
+    """The one place that knows what a row means. The loop only calls `loss` and `scores`."""
+
+    name: str
+    metric: str  # default validation metric that picks the best checkpoint
+    greater_is_better: bool
+
+    def fit(self, train: pd.DataFrame, source: str) -> None: ...
+    def check(self, df: pd.DataFrame, source: str) -> None: ...
+    def targets(self, df: pd.DataFrame) -> torch.Tensor: ...
+    def model_kwargs(self) -> dict[str, Any]: ...
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]: ...
+    def scores(self, logits: torch.Tensor) -> np.ndarray: ...
+    def metrics(self, scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]: ...
+    def probe(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray: ...
+    def tune(self, scores: np.ndarray, targets: np.ndarray) -> None: ...
+    def describe(self, scores: np.ndarray) -> list[dict[str, Any]]: ...
+    def state(self) -> dict[str, Any]: ...
+
+
+def forward_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def encode_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
+    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+class Collator:
+    """Dynamic padding: each batch is padded only to its own longest text."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> Batch:
+        longest = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), longest), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[row, :n] = torch.as_tensor(it["input_ids"])
+            mask[row, :n] = 1
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if "labels" in items[0]:
+            batch["labels"] = torch.stack([it["labels"] for it in items])
+        return batch
+
+
+def make_examples(input_ids: list[list[int]], targets: torch.Tensor | None) -> list[dict[str, Any]]:
+    if targets is None:
+        return [{"input_ids": ids} for ids in input_ids]
+    return [{"input_ids": ids, "labels": t} for ids, t in zip(input_ids, targets, strict=True)]

@@ -1,0 +1,105 @@
+"""Single-label classification: cross-entropy over K classes, a label map built from the training data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from tunesmith.data.dataset import row_names
+from tunesmith.errors import TunesmithError
+from tunesmith.evaluate import metrics
+from tunesmith.tasks.base import Batch, forward_logits
+
+
+def label_text(value: Any) -> str:
+    """CSV readers turn 1 into 1.0 when a column has gaps; a label is the same label either way."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _sort_key(label: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)
+
+
+class Classification:
+    name = "classification"
+    metric = "macro_f1"
+    greater_is_better = True
+
+    def __init__(self, labels: list[str] | None = None) -> None:
+        self.labels = labels or []
+
+    def fit(self, train: pd.DataFrame, source: str) -> None:
+        found = sorted({label_text(v) for v in train["label"]}, key=_sort_key)
+        if len(found) < 2:
+            raise TunesmithError(
+                f"{source}: only one class ({found[0]!r}) in the training labels; a classifier needs at least 2"
+            )
+        self.labels = found
+
+    def check(self, df: pd.DataFrame, source: str) -> None:
+        known = set(self.labels)
+        text = df["label"].map(label_text)
+        unseen = text[~text.isin(known)]
+        if len(unseen):
+            raise TunesmithError(
+                f"{source}: label {unseen.iloc[0]!r} ({row_names(source, unseen.index)}) never appears in the "
+                f"training data (labels: {', '.join(self.labels)}); fix the label or add training examples"
+            )
+
+    def targets(self, df: pd.DataFrame) -> torch.Tensor:
+        ids = {label: i for i, label in enumerate(self.labels)}
+        return torch.tensor([ids[label_text(v)] for v in df["label"]], dtype=torch.long)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_labels": len(self.labels),
+            "problem_type": "single_label_classification",
+            "id2label": dict(enumerate(self.labels)),
+            "label2id": {label: i for i, label in enumerate(self.labels)},
+        }
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        logits = forward_logits(model, batch)
+        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum"), len(logits)
+
+    def scores(self, logits: torch.Tensor) -> np.ndarray:
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def metrics(self, scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+        return metrics.classification(scores, targets, self.labels)
+
+    def probe(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+        clf.fit(train_x, train_y)
+        probs = np.zeros((len(test_x), len(self.labels)))
+        probs[:, clf.classes_] = clf.predict_proba(test_x)
+        return probs
+
+    def tune(self, scores: np.ndarray, targets: np.ndarray) -> None:
+        """Nothing to tune: the arg-max is the decision."""
+
+    def describe(self, scores: np.ndarray) -> list[dict[str, Any]]:
+        return [
+            {
+                "label": self.labels[int(row.argmax())],
+                "score": float(row.max()),
+                "probs": {label: float(p) for label, p in zip(self.labels, row, strict=True)},
+            }
+            for row in scores
+        ]
+
+    def state(self) -> dict[str, Any]:
+        return {"task": self.name, "labels": self.labels}

