@@ -123,9 +123,9 @@ class RunConfig:
             raise TunesmithError("--text-column and --label-column need at least one column each")
         if self.task != "multilabel" and len(d.label_columns) != 1:
             raise TunesmithError(f"--task {self.task} takes one --label-column, got {d.label_columns}")
-        for name, value in (("--validation-size", d.validation_size), ("--test-size", d.test_size)):
-            if not 0 <= value < 0.5:
-                raise TunesmithError(f"{name} must be in [0, 0.5), got {value}")
+        for name, value, given in (("validation", d.validation_size, d.validation), ("test", d.test_size, d.test)):
+            if not given and not 0 < value < 0.5:
+                raise TunesmithError(f"--{name}-size must be in (0, 0.5) when no --{name} file is given, got {value}")
         positive = {
             "--batch-size": t.batch_size,
             "--grad-accum": t.grad_accum,
@@ -195,6 +195,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return value
             raise ValueError
         if base in (int, float):
+            if isinstance(value, bool) or (base is int and isinstance(value, float) and not value.is_integer()):
+                raise ValueError
             return base(value)
         return str(value)
     except (TypeError, ValueError):
@@ -278,8 +280,11 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
         *sections, leaf = dest.split(".")
         node = merged
         for s in sections:
-            node = node.setdefault(s, {})
-        node[leaf] = value
+            if node.get(s) is None:  # a YAML section with every entry commented out loads as None
+                node[s] = {}
+            node = node[s]
+        if isinstance(node, dict):  # otherwise from_dict reports the section that is not a mapping
+            node[leaf] = value
     return merged
 
 

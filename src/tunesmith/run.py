@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from tunesmith.config import RunConfig, from_dict, load_yaml, save_yaml
-from tunesmith.data.dataset import load_file, load_splits
-from tunesmith.data.io import write_table
+from tunesmith.data.dataset import load_file, load_splits, select_rows
+from tunesmith.data.io import read_table, write_table
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.baseline import score_baselines
 from tunesmith.models.loading import (
@@ -39,7 +39,7 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
     """Data -> model -> baseline -> train -> evaluate -> save. Returns metrics.json's content."""
     cfg.validate()
     run_dir = Path(cfg.output)
-    _prepare_run_dir(run_dir, cfg)
+    _check_run_dir(run_dir, cfg)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
 
@@ -58,6 +58,7 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
         make_examples(encode_texts(tokenizer, df["text"].tolist(), cfg.data.max_length), task.targets(df))
         for df in (splits.train, splits.validation, splits.test)
     )
+    _prepare_run_dir(run_dir, cfg)  # only now: bad data or a bad model never cost the old run
     if is_main_process():
         save_yaml(cfg, run_dir / "config.yaml")
         atomic_write_json(run_dir / "label_map.json", task.state())
@@ -92,14 +93,19 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
     return metrics
 
 
+def _check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TunesmithError(f"--output {run_dir} is a file, not a folder; pick another --output")
+    if run_dir.exists() and any(run_dir.iterdir()) and not (cfg.resume or cfg.overwrite):
+        raise TunesmithError(
+            f"run folder {run_dir} already exists; pass --overwrite to replace it or --resume to continue it"
+        )
+
+
 def _prepare_run_dir(run_dir: Path, cfg: RunConfig) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
         if cfg.resume:
             return
-        if not cfg.overwrite:
-            raise TunesmithError(
-                f"run folder {run_dir} already exists; pass --overwrite to replace it or --resume to continue it"
-            )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -204,17 +210,21 @@ def predict_file(run: LoadedRun, input_path: str, output_path: str, text_columns
     data_cfg = run.cfg.data
     if text_columns:
         data_cfg = type(data_cfg)(**{**data_cfg.__dict__, "text_columns": text_columns})
-    frame = load_file(input_path, data_cfg, multilabel=False, need_labels=False)
+    out = read_table(input_path, encoding=data_cfg.encoding)
+    frame = select_rows(out, input_path, data_cfg, multilabel=False, need_labels=False)  # same index as `out`
     described = run.task.describe(run.scores(frame["text"].tolist()))
-    out = frame.copy()
+    columns: dict[str, list[Any]] = {}
     for key in described[0]:
         if key == "probs":
             for label in described[0]["probs"]:
-                out[f"prob_{label}"] = [d["probs"][label] for d in described]
+                columns[f"prob_{label}"] = [d["probs"][label] for d in described]
         else:
-            out[key] = ["|".join(d[key]) if isinstance(d[key], list) else d[key] for d in described]
+            columns[key] = ["|".join(d[key]) if isinstance(d[key], list) else d[key] for d in described]
+    for name, values in columns.items():
+        # Rows dropped for an empty text stay, with empty predictions, so the output lines up with the input.
+        out[f"predicted_{name}" if name in out.columns else name] = pd.Series(values, index=frame.index)
     write_table(out, Path(output_path))
-    return len(out)
+    return len(frame)
 
 
 def evaluate_file(run: LoadedRun, test_path: str) -> dict[str, Any]:

@@ -32,9 +32,19 @@ def row_names(path: str | Path, index: pd.Index, limit: int = 5) -> str:
     return f"{word}s {', '.join(shown)}{more}" if len(index) > 1 else f"{word} {shown[0]}"
 
 
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
 def load_file(path: str, cfg: DataConfig, multilabel: bool, need_labels: bool = True) -> pd.DataFrame:
     """Read one file and reduce it to `text` (+ `label`), dropping unusable rows out loud."""
-    df = read_table(path, encoding=cfg.encoding)
+    return select_rows(read_table(path, encoding=cfg.encoding), path, cfg, multilabel, need_labels)
+
+
+def select_rows(
+    df: pd.DataFrame, path: str, cfg: DataConfig, multilabel: bool, need_labels: bool = True
+) -> pd.DataFrame:
+    """Reduce a table to `text` (+ `label`); the index still points at the file's own rows."""
     wanted = cfg.text_columns + (cfg.label_columns if need_labels else [])
     missing = [c for c in wanted if c not in df.columns]
     if missing:
@@ -51,19 +61,19 @@ def load_file(path: str, cfg: DataConfig, multilabel: bool, need_labels: bool = 
     out = pd.DataFrame({"text": text}, index=df.index)
     empty = out.index[out["text"] == ""]
     if len(empty):
-        log.warning("%s: dropped %d rows with empty or missing text (%s)", path, len(empty), row_names(path, empty))
+        log.warning("%s: dropped %s with empty or missing text (%s)", path, _rows(len(empty)), row_names(path, empty))
     keep = out["text"] != ""
     if need_labels:
         labels = _labels(df, cfg, multilabel)
         no_label = out.index[labels.isna() & keep]
         if len(no_label):
-            log.warning("%s: dropped %d rows with no label (%s)", path, len(no_label), row_names(path, no_label))
+            log.warning("%s: dropped %s with no label (%s)", path, _rows(len(no_label)), row_names(path, no_label))
         keep &= labels.notna()
         out["label"] = labels
     out = out[keep]
     if out.empty:
         raise TunesmithError(f"{path}: no usable rows left after dropping empty texts and labels")
-    return out.reset_index(drop=True)
+    return out  # keeps the file's row index, so later errors can name the file's own lines
 
 
 def _labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Series:
@@ -76,7 +86,10 @@ def _labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Series:
         # Several 0/1 columns: each column name is a label.
         flags = df[cfg.label_columns]
         return pd.Series(
-            [tuple(c for c in cfg.label_columns if _truthy(v)) for v in flags.itertuples(index=False)],
+            [
+                tuple(c for c, v in zip(cfg.label_columns, row, strict=True) if _truthy(v))
+                for row in flags.itertuples(index=False)
+            ],
             index=df.index,
             dtype=object,
         )
@@ -102,8 +115,13 @@ def load_splits(cfg: DataConfig, task: str, seed: int) -> Splits:
         share = cfg.validation_size / max(1e-9, 1 - (0 if cfg.test else cfg.test_size))
         train, validation = _split(train, share, stratify, seed + 1, "validation")
     if cfg.max_train_rows and len(train) > cfg.max_train_rows:
+        if stratify and cfg.max_train_rows < train["label"].nunique():
+            raise TunesmithError(
+                f"--max-train-rows {cfg.max_train_rows} is fewer than the {train['label'].nunique()} classes; "
+                "keep at least one row per class"
+            )
         train, _ = _split(train, 1 - cfg.max_train_rows / len(train), stratify, seed + 2, "unused")
-    return Splits(train.reset_index(drop=True), validation.reset_index(drop=True), test.reset_index(drop=True))
+    return Splits(train, validation, test)
 
 
 def _split(df: pd.DataFrame, share: float, stratify: bool, seed: int, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -113,7 +131,7 @@ def _split(df: pd.DataFrame, share: float, stratify: bool, seed: int, name: str)
             f"too few rows ({len(df)}) to hold out a {name} split of {share:.0%}; add data or pass --{name} FILE"
         )
     labels = df["label"] if stratify else None
-    if labels is not None and (labels.value_counts().min() < 2 or n_out < labels.nunique()):
+    if labels is not None and (labels.value_counts().min() < 2 or min(n_out, len(df) - n_out) < labels.nunique()):
         labels = None  # a class with one example cannot be stratified; fall back to a random split
     kept, held = train_test_split(df, test_size=n_out, random_state=seed, stratify=labels)
     return kept, held
