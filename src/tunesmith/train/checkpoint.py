@@ -6,6 +6,7 @@ Only trainable tensors are saved: frozen weights are reloaded from the model sou
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,20 @@ def save_checkpoint(
         )
     (tmp / "state.json").write_text(json.dumps(info, indent=2))
     replace_dir(tmp, folder)
+
+
+def recover_checkpoint(folder: Path) -> None:
+    """Finish a save that kill -9 cut between replace_dir's two renames (folder -> .old, .tmp -> folder).
+
+    state.json is written last, so a .tmp holding it is complete and newer than .old.
+    """
+    if (folder / "state.json").is_file():
+        return
+    for candidate in (folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")):
+        if (candidate / "state.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(candidate, folder)
+            return
 
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:

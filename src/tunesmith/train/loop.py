@@ -27,7 +27,7 @@ from transformers import get_scheduler
 from tunesmith.config import TrainConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.tasks.base import Collator, Task
-from tunesmith.train.checkpoint import load_checkpoint, load_trainable, save_checkpoint
+from tunesmith.train.checkpoint import load_checkpoint, load_trainable, recover_checkpoint, save_checkpoint
 from tunesmith.utils import is_main_process
 
 _SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -50,14 +50,14 @@ def step_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> 
 
     The order depends only on (seed, epoch), so a resumed run replays the same batches.
     """
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    order = torch.randperm(len(lengths), generator=g).tolist()
+    rng = np.random.default_rng([seed, epoch])  # a seed sequence: no two (seed, epoch) pairs collide
+    order = rng.permutation(len(lengths)).tolist()
     mega = batch_size * 50
     steps = []
     for start in range(0, len(order), mega):
         chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
         steps += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    shuffled = torch.randperm(len(steps), generator=g).tolist()
+    shuffled = rng.permutation(len(steps)).tolist()
     return [steps[i] for i in shuffled]
 
 
@@ -164,6 +164,9 @@ class Trainer:
     def fit(self, resume: bool = False) -> LoopState:
         state = LoopState()
         last = self.ckpt_dir / "last"
+        if resume:
+            recover_checkpoint(last)
+            recover_checkpoint(self.ckpt_dir / "best")
         if resume and (last / "state.json").is_file():
             state = LoopState(**load_checkpoint(last, self.model, self.optimizer, self.scheduler))
         log = RunLog(self.ckpt_dir.parent / "log.jsonl", state.log_lines)
@@ -171,7 +174,7 @@ class Trainer:
             total=self.total_steps, initial=state.step, desc="train", unit="step", disable=None, dynamic_ncols=True
         )
         try:
-            for step_ids in self._remaining_steps(state.step):
+            for step_ids in [] if state.done or state.stopped_early else self._remaining_steps(state.step):
                 loss, seconds = self._optimizer_step(step_ids, state.step)
                 state.step += 1
                 state.examples += len(step_ids)
@@ -234,10 +237,14 @@ class Trainer:
         value = total.item()
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)
-            raise TunesmithError(
-                f"training loss became {value} at step {step + 1}; stopped. The last good checkpoint is in "
-                f"{self.ckpt_dir / 'last'}: lower --lr (or use --precision fp32) and run again with --resume"
+            last = self.ckpt_dir / "last"
+            advice = (
+                f"The last good checkpoint is in {last}: lower --lr (or use --precision fp32) and run again "
+                "with --resume"
+                if (last / "state.json").is_file()
+                else "No checkpoint was saved yet: lower --lr (or use --precision fp32) and run again with --overwrite"
             )
+            raise TunesmithError(f"training loss became {value} at step {step + 1}; stopped. {advice}")
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.cfg.max_grad_norm > 0:
