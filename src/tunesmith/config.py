@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from tunesmith.errors import TunesmithError
+from tunesmith.fields import option
 
 TASKS = ("classification", "regression", "multilabel")
 METHODS = ("full", "lora")
@@ -24,88 +25,81 @@ SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def _f(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    meta = {"help": help, "flag": flag, "choices": choices}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass
 class DataConfig:
-    train: str | None = _f(None, "training file (csv, tsv, json, jsonl, parquet)")
-    validation: str | None = _f(None, "validation file; split from --train when absent")
-    test: str | None = _f(None, "test file; split from --train when absent")
-    text_columns: list[str] = _f(
+    train: str | None = option(None, "training file (csv, tsv, json, jsonl, parquet)")
+    validation: str | None = option(None, "validation file; split from --train when absent")
+    test: str | None = option(None, "test file; split from --train when absent")
+    text_columns: list[str] = option(
         ["text"], "text column; repeat for several (joined with a newline)", flag="text-column"
     )
-    label_columns: list[str] = _f(
+    label_columns: list[str] = option(
         ["label"],
         "label column; for multilabel repeat it for 0/1 columns or give one column of separated labels",
         flag="label-column",
     )
-    label_separator: str = _f("|", "separator of labels inside one multilabel cell")
-    encoding: str | None = _f(None, "file encoding when not UTF-8, e.g. gb18030")
-    validation_size: float = _f(0.1, "fraction held out for validation when no --validation file")
-    test_size: float = _f(0.1, "fraction held out for test when no --test file")
-    max_length: int = _f(128, "maximum tokens per text; longer texts are truncated")
-    max_train_rows: int = _f(0, "use at most this many training rows after the split (0: all)")
+    label_separator: str = option("|", "separator of labels inside one multilabel cell")
+    encoding: str | None = option(None, "file encoding when not UTF-8, e.g. gb18030")
+    validation_size: float = option(0.1, "fraction held out for validation when no --validation file")
+    test_size: float = option(0.1, "fraction held out for test when no --test file")
+    max_length: int = option(128, "maximum tokens per text; longer texts are truncated")
+    max_train_rows: int = option(0, "use at most this many training rows after the split (0: all)")
 
 
 @dataclass
 class ModelConfig:
-    name: str = _f("minilm-l6", "model alias, local folder or hub id", flag="model")
-    dropout: float | None = _f(None, "hidden and attention dropout; default: the model's own")
-    freeze_embeddings: bool | None = _f(
+    name: str = option("minilm-l6", "model alias, local folder or hub id", flag="model")
+    dropout: float | None = option(None, "hidden and attention dropout; default: the model's own")
+    freeze_embeddings: bool | None = option(
         None, "freeze the token embeddings; default: on when they hold over two thirds of the weights"
     )
-    trust_remote_code: bool = _f(False, "run code shipped with a hub model (only for models you trust)")
+    trust_remote_code: bool = option(False, "run code shipped with a hub model (only for models you trust)")
 
 
 @dataclass
 class MethodConfig:
-    method: str = _f("full", "what trains: all weights, or LoRA adapters plus the head", choices=METHODS)
-    lora_r: int = _f(8, "LoRA rank")
-    lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r)")
-    lora_dropout: float = _f(0.1, "dropout on the LoRA input")
-    lora_target_modules: list[str] | None = _f(
+    method: str = option("full", "what trains: all weights, or LoRA adapters plus the head", choices=METHODS)
+    lora_r: int = option(8, "LoRA rank")
+    lora_alpha: int = option(16, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = option(0.1, "dropout on the LoRA input")
+    lora_target_modules: list[str] | None = option(
         None, "module names to adapt; default: peft's choice for the architecture", flag="lora-target"
     )
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = _f(3.0, "passes over the training data")
-    max_steps: int = _f(0, "stop after this many optimizer steps (0: no limit)")
-    lr: float = _f(2e-5, "peak learning rate")
-    batch_size: int = _f(32, "examples per optimizer step (split over --grad-accum micro-batches)")
-    grad_accum: int = _f(1, "micro-batches per optimizer step; the update equals the full batch's")
-    weight_decay: float = _f(0.01, "AdamW weight decay (never on biases and norms)")
-    warmup_ratio: float = _f(0.1, "fraction of steps with linear warmup")
-    scheduler: str = _f("linear", "learning-rate decay after warmup", choices=SCHEDULERS)
-    max_grad_norm: float = _f(1.0, "clip the gradient norm to this (0: off)")
-    precision: str = _f("fp32", "bf16 autocast (CPU or GPU) or fp16 (GPU only)", choices=PRECISIONS)
-    eval_every: int = _f(0, "evaluate every N optimizer steps (0: at the end of each epoch)")
-    checkpoint_every: int = _f(0, "checkpoint every N optimizer steps (0: at each evaluation)")
-    patience: int = _f(0, "stop after N evaluations without improvement (0: never stop early)")
-    metric: str | None = _f(None, "validation metric that picks the best checkpoint; default per task")
-    seed: int = _f(42, "seed for splits, shuffling, dropout and initialisation")
-    device: str = _f("auto", "cpu, cuda, cuda:1 or auto")
-    eval_batch_size: int = _f(64, "batch size for evaluation and prediction")
+    epochs: float = option(3.0, "passes over the training data")
+    max_steps: int = option(0, "stop after this many optimizer steps (0: no limit)")
+    lr: float = option(2e-5, "peak learning rate")
+    batch_size: int = option(32, "examples per optimizer step (split over --grad-accum micro-batches)")
+    grad_accum: int = option(1, "micro-batches per optimizer step; the update equals the full batch's")
+    weight_decay: float = option(0.01, "AdamW weight decay (never on biases and norms)")
+    warmup_ratio: float = option(0.1, "fraction of steps with linear warmup")
+    scheduler: str = option("linear", "learning-rate decay after warmup", choices=SCHEDULERS)
+    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: off)")
+    precision: str = option("fp32", "bf16 autocast (CPU or GPU) or fp16 (GPU only)", choices=PRECISIONS)
+    eval_every: int = option(0, "evaluate every N optimizer steps (0: at the end of each epoch)")
+    checkpoint_every: int = option(0, "checkpoint every N optimizer steps (0: at each evaluation)")
+    patience: int = option(0, "stop after N evaluations without improvement (0: never stop early)")
+    metric: str | None = option(None, "validation metric that picks the best checkpoint; default per task")
+    seed: int = option(42, "seed for splits, shuffling, dropout and initialisation")
+    device: str = option("auto", "cpu, cuda, cuda:1 or auto")
+    eval_batch_size: int = option(64, "batch size for evaluation and prediction")
 
 
 @dataclass
 class EvalConfig:
-    baseline: bool = _f(True, "also score the base model (zero-shot and a linear probe) on the test split")
-    baseline_max_rows: int = _f(4000, "training rows used to fit the linear probe")
+    baseline: bool = option(True, "also score the base model (zero-shot and a linear probe) on the test split")
+    baseline_max_rows: int = option(4000, "training rows used to fit the linear probe")
 
 
 @dataclass
 class RunConfig:
-    task: str = _f("classification", "what the model predicts", choices=TASKS)
-    output: str | None = _f(None, "run folder to create")
-    overwrite: bool = _f(False, "replace an existing run folder")
-    resume: bool = _f(False, "continue the run in --output from its last checkpoint")
+    task: str = option("classification", "what the model predicts", choices=TASKS)
+    output: str | None = option(None, "run folder to create")
+    overwrite: bool = option(False, "replace an existing run folder")
+    resume: bool = option(False, "continue the run in --output from its last checkpoint")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
