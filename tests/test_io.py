@@ -110,9 +110,7 @@ def test_unknown_and_wrong_explicit_encodings(tmp_path: Path) -> None:
 @pytest.mark.parametrize("verb", ["read", "write"])
 def test_unknown_suffix_lists_supported_ones(tmp_path: Path, verb: str) -> None:
     path = write_text(tmp_path, "data.xlsx", "x")
-    with pytest.raises(
-        TunesmithError, match=r"data\.xlsx: unsupported file type '\.xlsx'; use one of \.csv, "
-    ):
+    with pytest.raises(TunesmithError, match=r"data\.xlsx: unsupported file type '\.xlsx'; use one of \.csv, "):
         read_table(path) if verb == "read" else write_table(pd.DataFrame({"a": [1]}), path)
 
 
@@ -140,9 +138,7 @@ def test_empty_files(tmp_path: Path, name: str, content: str, phrase: str) -> No
 def test_wide_csv_row_names_physical_line(tmp_path: Path) -> None:
     path = write_text(tmp_path, "d.csv", 'a,b,c\n1,"multi\nline",3\n4,5,6\n7,8,9,10\n')
     message = read_error(path)
-    assert message.endswith(
-        "row on line 5 has 4 fields, expected 3 (an unquoted comma in a text? quote the field)"
-    )
+    assert message.endswith("row on line 5 has 4 fields, expected 3 (an unquoted comma in a text? quote the field)")
 
 
 def test_wide_first_row_is_an_error_not_an_index(tmp_path: Path) -> None:

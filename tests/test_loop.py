@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from conftest import INTENTS, write_intents
 from tunesmith.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
-from tunesmith.data.dataset import load_splits
+from tunesmith.data.prepare import prepare_data
 from tunesmith.errors import TunesmithError
 from tunesmith.models.loading import apply_method, load_classifier, load_tokenizer
 from tunesmith.run import evaluate_file, load_run, predict_texts, train_run
@@ -449,7 +449,9 @@ def test_resume_after_kill_9_is_bit_exact(tiny_model: str, tmp_path: Path) -> No
     env = cli_env(tmp_path)
     killed_dir, ref_dir = tmp_path / "killed", tmp_path / "reference"
     for epochs in (3, 12):  # a longer run when the first one was too quick to catch in the middle
+        # --no-group-split keeps the plain 240-row train split (grouping would move the repeated texts).
         flags = f"--epochs {epochs} --batch-size 4 --checkpoint-every 5 --eval-every 25 --lr 1e-3 --no-baseline"
+        flags += " --no-group-split"
         cmd = [sys.executable, "-m", "tunesmith.cli", "train", "--model", tiny_model, "--train", str(data)]
         cmd += flags.split()
         # The uninterrupted reference runs beside the one to kill (2 cores, one thread each).
@@ -618,7 +620,7 @@ def test_saved_run_reloads_to_identical_predictions(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["finetuned"]["method"] == method
     test_csv = tmp_path / "test_split.csv"
-    load_splits(cfg.data, cfg.task, cfg.train.seed).test.to_csv(test_csv, index=False)
+    prepare_data(cfg.data, cfg.task, cfg.train.seed).splits.test.to_csv(test_csv, index=False)
     recomputed = evaluate_file(run, str(test_csv))
     for key in ("accuracy", "macro_f1"):
         assert recomputed[key] == pytest.approx(metrics["finetuned"]["test"][key], abs=1e-12), key

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import add_config_flags, apply_overrides, from_dict, load_yaml
+from tunesmith.config import RunConfig, add_config_flags, apply_overrides, from_dict, load_yaml, to_dict
 from tunesmith.errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
@@ -62,6 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="runs/demo", help="run folder (replaced if it exists)")
     demo.add_argument("--quick", action="store_true", help="a smaller run for a smoke test (about a minute)")
 
+    data = sub.add_parser("data", help="inspect and prepare labelled text files")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    inspect = data_sub.add_parser(
+        "inspect",
+        help="report duplicates, conflicts, leakage, lengths and labels",
+        description="A data-quality report. Flags are the train command's (--train FILE or a positional file).",
+    )
+    inspect.add_argument("file", nargs="?", help="the file to inspect (same as --train)")
+    inspect.add_argument("--report", help="also write the report to this .json or .html file")
+    add_config_flags(inspect)
+    prepare = data_sub.add_parser(
+        "prepare",
+        help="write clean, deduplicated, leak-free train/validation/test files",
+        description="Clean, deduplicate and split into --output: train/validation/test.csv, removed.csv "
+        "(every dropped row with its reason), manifest.json and report.html. Cleaning and deduplication "
+        "are on here unless --no-clean / --no-dedup; augmentation with --augment.",
+    )
+    prepare.add_argument("config", nargs="?", help="YAML config file (optional); its data section is used")
+    add_config_flags(prepare)
+
     sub.add_parser("models", help="list the model aliases that work offline")
     return parser
 
@@ -108,6 +128,74 @@ def print_summary(metrics: dict[str, Any]) -> None:
         print(f"{labels[name]:<{width}}  " + "  ".join(f"{m['test'][k]:>9.4f}" for k in keys))
     if "base" in metrics:
         print(f"(base = {labels[metrics['base']['kind']]}: {metrics['base']['description']})")
+
+
+def _data_config(args: argparse.Namespace, raw: dict[str, Any]) -> RunConfig:
+    if getattr(args, "file", None):
+        raw = _merge(raw, {"data": {"train": args.file}})
+    cfg = from_dict(apply_overrides(raw, args), getattr(args, "config", None) or "flags")
+    if not cfg.data.train:
+        raise TunesmithError("no data file: pass FILE or --train FILE")
+    return cfg
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from tunesmith.data.report import inspect_data, render_text, write_report
+
+    if args.data_command == "inspect":
+        cfg = _data_config(args, {})
+        tokenizer = _tokenizer_for(cfg)
+        report = inspect_data(cfg, tokenizer)
+        print(render_text(report))
+        if args.report:
+            write_report(report, Path(args.report))
+            print(f"report written to {args.report}")
+        return 0
+    from tunesmith.data.prepare import prepare_data, write_prepared
+
+    raw = {"data": {"clean": {"enabled": True}, "dedup": {"enabled": True}}}
+    if args.config:
+        raw = _merge(raw, load_yaml(args.config))
+    cfg = _data_config(args, raw)
+    if not cfg.output:
+        raise TunesmithError("no output folder: pass --output DIR")
+    out = Path(cfg.output)
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise TunesmithError(f"output folder {out} already exists; pass --overwrite to replace its files")
+    prepared = prepare_data(cfg.data, cfg.task, cfg.train.seed)
+    paths = write_prepared(prepared, out, cfg.data.label_separator)
+    report_cfg = from_dict(
+        _merge(
+            to_dict(cfg),
+            {
+                "data": {
+                    "train": str(out / "train.csv"),
+                    "validation": str(out / "validation.csv"),
+                    "test": str(out / "test.csv"),
+                    "text_columns": ["text"],
+                    "label_columns": ["label"],
+                }
+            },
+        )
+    )
+    report = inspect_data(report_cfg, _tokenizer_for(cfg))
+    write_report(report, out / "report.html")
+    write_report(report, out / "report.json")
+    sizes = prepared.manifest()["rows"]
+    print(
+        f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}, "
+        f"removed {len(prepared.removed)} rows (see removed.csv)"
+    )
+    print("wrote " + ", ".join(str(p) for p in [*paths, out / "report.html", out / "report.json"]))
+    return 0
+
+
+def _tokenizer_for(cfg: RunConfig) -> Any:
+    """Token lengths are counted with the model the data is meant for."""
+    from tunesmith.models.loading import load_tokenizer
+    from tunesmith.models.registry import resolve_model
+
+    return load_tokenizer(resolve_model(cfg.model.name), cfg.model.trust_remote_code)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

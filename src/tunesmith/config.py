@@ -16,6 +16,9 @@ from typing import Any
 
 import yaml
 
+from tunesmith.data.augment import AugmentConfig
+from tunesmith.data.clean import CleanConfig
+from tunesmith.data.dedup import DedupConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.fields import option
 
@@ -44,6 +47,17 @@ class DataConfig:
     test_size: float = option(0.1, "fraction held out for test when no --test file")
     max_length: int = option(128, "maximum tokens per text; longer texts are truncated")
     max_train_rows: int = option(0, "use at most this many training rows after the split (0: all)")
+    leak_check: str = option(
+        "warn",
+        "texts of validation/test that are also in train (exact or near): warn, stop with an error, or skip",
+        choices=("warn", "error", "off"),
+    )
+    group_split: bool = option(
+        True, "keep near-duplicate texts together in one split when splitting (threshold: --dedup-threshold)"
+    )
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from tunesmith.config import RunConfig, from_dict, load_yaml, save_yaml
-from tunesmith.data.dataset import load_file, load_splits, select_rows
+from tunesmith.data.dataset import load_file, select_rows
 from tunesmith.data.io import read_table, write_table
+from tunesmith.data.prepare import prepare_data
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.baseline import score_baselines
 from tunesmith.models.loading import (
@@ -43,7 +44,8 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
 
-    splits = load_splits(cfg.data, cfg.task, cfg.train.seed)
+    prepared = prepare_data(cfg.data, cfg.task, cfg.train.seed)
+    splits = prepared.splits
     task = build_task(cfg.task)
     task.fit(splits.train, cfg.data.train)
     task.check(splits.validation, cfg.data.validation or cfg.data.train)
@@ -61,6 +63,9 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
     _prepare_run_dir(run_dir, cfg)  # only now: bad data or a bad model never cost the old run
     if is_main_process():
         save_yaml(cfg, run_dir / "config.yaml")
+        atomic_write_json(run_dir / "data_manifest.json", prepared.manifest())
+        if len(prepared.removed):
+            write_table(prepared.removed.astype({"label": str}), run_dir / "removed_rows.csv")
         atomic_write_json(run_dir / "label_map.json", task.state())
 
     base = _baselines(cfg, run_dir, model, task, tokenizer, train, test, collate, device)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from tunesmith.config import DataConfig
 from tunesmith.data.io import read_table
@@ -101,37 +100,3 @@ def _labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Series:
 
 def _truthy(value: object) -> bool:
     return str(value).strip().lower() in {"1", "1.0", "true", "yes", "y"}
-
-
-def load_splits(cfg: DataConfig, task: str, seed: int) -> Splits:
-    multilabel = task == "multilabel"
-    train = load_file(cfg.train, cfg, multilabel)
-    stratify = task == "classification"
-    validation = load_file(cfg.validation, cfg, multilabel) if cfg.validation else None
-    test = load_file(cfg.test, cfg, multilabel) if cfg.test else None
-    if test is None:
-        train, test = _split(train, cfg.test_size, stratify, seed, "test")
-    if validation is None:
-        share = cfg.validation_size / max(1e-9, 1 - (0 if cfg.test else cfg.test_size))
-        train, validation = _split(train, share, stratify, seed + 1, "validation")
-    if cfg.max_train_rows and len(train) > cfg.max_train_rows:
-        if stratify and cfg.max_train_rows < train["label"].nunique():
-            raise TunesmithError(
-                f"--max-train-rows {cfg.max_train_rows} is fewer than the {train['label'].nunique()} classes; "
-                "keep at least one row per class"
-            )
-        train, _ = _split(train, 1 - cfg.max_train_rows / len(train), stratify, seed + 2, "unused")
-    return Splits(train, validation, test)
-
-
-def _split(df: pd.DataFrame, share: float, stratify: bool, seed: int, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    n_out = round(len(df) * share)
-    if n_out < 1 or len(df) - n_out < 1:
-        raise TunesmithError(
-            f"too few rows ({len(df)}) to hold out a {name} split of {share:.0%}; add data or pass --{name} FILE"
-        )
-    labels = df["label"] if stratify else None
-    if labels is not None and (labels.value_counts().min() < 2 or min(n_out, len(df) - n_out) < labels.nunique()):
-        labels = None  # a class with one example cannot be stratified; fall back to a random split
-    kept, held = train_test_split(df, test_size=n_out, random_state=seed, stratify=labels)
-    return kept, held

@@ -1,0 +1,75 @@
+"""Seeded train/validation/test splits and k-fold indices: stratified by label, and grouped when asked.
+
+Grouping keeps every member of a group (e.g. all near duplicates of one text) in one split, so a
+model is never tested on a paraphrase of a training example. scikit-learn does the work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit, KFold, StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from tunesmith.errors import TunesmithError
+
+
+def holdout(
+    df: pd.DataFrame, share: float, seed: int, name: str, stratify: bool, groups: pd.Series | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off about `share` of the rows as `name`; returns (kept, held out). Indexes are preserved."""
+    n_out = round(len(df) * share)
+    if n_out < 1 or len(df) - n_out < 1:
+        raise TunesmithError(
+            f"too few rows ({len(df)}) to hold out a {name} split of {share:.0%}; add data or pass --{name} FILE"
+        )
+    labels = _stratify_labels(df, stratify, n_out)
+    if groups is None:
+        kept, held = train_test_split(df, test_size=n_out, random_state=seed, stratify=labels)
+        return kept, held
+    groups = groups.loc[df.index]
+    if labels is not None and groups.nunique() >= 2 * round(1 / share):
+        # One fold of a stratified group k-fold is a held-out share that respects both constraints.
+        folds = StratifiedGroupKFold(n_splits=max(2, round(1 / share)), shuffle=True, random_state=seed)
+        keep_idx, held_idx = next(folds.split(df, labels, groups))
+    else:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+        keep_idx, held_idx = next(splitter.split(df, groups=groups))
+    if len(held_idx) == 0 or len(keep_idx) == 0:
+        raise TunesmithError(f"cannot form a {name} split: the near-duplicate groups are too few or too large")
+    return df.iloc[keep_idx], df.iloc[held_idx]
+
+
+def _stratify_labels(df: pd.DataFrame, stratify: bool, n_out: int) -> pd.Series | None:
+    if not stratify or "label" not in df:
+        return None
+    labels = df["label"].astype(str)
+    # A class with one example cannot be stratified; a random split is then the honest fallback.
+    if labels.value_counts().min() < 2 or min(n_out, len(df) - n_out) < labels.nunique():
+        return None
+    return labels
+
+
+def kfold(
+    df: pd.DataFrame, k: int, seed: int, stratify: bool = True, groups: pd.Series | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Index labels (not positions) of k (train, validation) folds."""
+    if k < 2 or k > len(df):
+        raise TunesmithError(f"k-fold needs 2 <= k <= rows ({len(df)}), got k={k}")
+    labels = _stratify_labels(df, stratify, len(df) // k)
+    if groups is not None:
+        g = groups.loc[df.index]
+        splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed) if labels is not None else None
+        parts = splitter.split(df, labels, g) if splitter else _group_kfold(df, g, k, seed)
+    elif labels is not None:
+        parts = StratifiedKFold(k, shuffle=True, random_state=seed).split(df, labels)
+    else:
+        parts = KFold(k, shuffle=True, random_state=seed).split(df)
+    return [(df.index[tr].to_numpy(), df.index[va].to_numpy()) for tr, va in parts]
+
+
+def _group_kfold(df: pd.DataFrame, groups: pd.Series, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    # GroupKFold has no shuffle before scikit-learn 1.6; assigning shuffled groups round-robin is seeded.
+    unique = np.random.default_rng(seed).permutation(groups.unique())
+    fold_of = {g: i % k for i, g in enumerate(unique)}
+    fold = groups.map(fold_of).to_numpy()
+    return [(np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(k)]
