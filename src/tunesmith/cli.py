@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": cmd_train,
         "predict": cmd_predict,
         "evaluate": cmd_evaluate,
+        "data": cmd_data,
         "demo": cmd_demo,
         "models": cmd_models,
     }

@@ -42,6 +42,7 @@ class DataConfig:
         flag="label-column",
     )
     label_separator: str = option("|", "separator of labels inside one multilabel cell")
+    label_map: list[str] = option([], "rename or merge labels as OLD=NEW; repeat for several", flag="label-map")
     encoding: str | None = option(None, "file encoding when not UTF-8, e.g. gb18030")
     validation_size: float = option(0.1, "fraction held out for validation when no --validation file")
     test_size: float = option(0.1, "fraction held out for test when no --test file")
@@ -100,6 +101,9 @@ class TrainConfig:
     seed: int = option(42, "seed for splits, shuffling, dropout and initialisation")
     device: str = option("auto", "cpu, cuda, cuda:1 or auto")
     eval_batch_size: int = option(64, "batch size for evaluation and prediction")
+    class_weights: str = option(
+        "none", "classification: weight the loss by inverse class frequency (balanced)", choices=("none", "balanced")
+    )
 
 
 @dataclass
@@ -146,6 +150,11 @@ class RunConfig:
                 raise TunesmithError(f"{name} must be positive, got {value}")
         if t.batch_size % t.grad_accum:
             raise TunesmithError(f"--batch-size {t.batch_size} is not a multiple of --grad-accum {t.grad_accum}")
+        bad_map = [m for m in d.label_map if m.count("=") != 1 or not all(p.strip() for p in m.split("="))]
+        if bad_map:
+            raise TunesmithError(f"--label-map {bad_map[0]!r} is not OLD=NEW")
+        if t.class_weights != "none" and self.task != "classification":
+            raise TunesmithError(f"--class-weights applies to classification, not --task {self.task}")
         if t.epochs <= 0 and t.max_steps <= 0:
             raise TunesmithError("set --epochs or --max-steps above 0")
         return self

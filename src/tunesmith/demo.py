@@ -41,6 +41,22 @@ def reviews_table(per_class: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
+def chatterbot_table(language: str = "english") -> pd.DataFrame:
+    """Every conversation's opening line with its category: a real, heavily repeated intent-style set."""
+    try:
+        import chatterbot_corpus
+    except ImportError:
+        raise TunesmithError("this data ships in chatterbot-corpus: pip install chatterbot-corpus==1.3.3") from None
+    import yaml
+
+    rows = []
+    for path in sorted((Path(chatterbot_corpus.__file__).parent / "data" / language).glob("*.yml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        category = (doc.get("categories") or [path.stem])[0]
+        rows += [(str(turns[0]), category) for turns in doc.get("conversations") or [] if turns]
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
 def _unique_lines(path: Path) -> list[str]:
     lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
     return list(dict.fromkeys(line for line in lines if line))

@@ -48,6 +48,8 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
     splits = prepared.splits
     task = build_task(cfg.task)
     task.fit(splits.train, cfg.data.train)
+    if cfg.train.class_weights == "balanced":
+        task.balance(splits.train)
     task.check(splits.validation, cfg.data.validation or cfg.data.train)
     task.check(splits.test, cfg.data.test or cfg.data.train)
     log.info("rows: train %d, validation %d, test %d", len(splits.train), len(splits.validation), len(splits.test))

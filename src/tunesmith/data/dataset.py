@@ -64,6 +64,8 @@ def select_rows(
     keep = out["text"] != ""
     if need_labels:
         labels = _labels(df, cfg, multilabel)
+        if not multilabel:
+            warn_lookalike_labels(labels, path)
         no_label = out.index[labels.isna() & keep]
         if len(no_label):
             log.warning("%s: dropped %s with no label (%s)", path, _rows(len(no_label)), row_names(path, no_label))
@@ -76,9 +78,38 @@ def select_rows(
 
 
 def _labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Series:
+    labels = _raw_labels(df, cfg, multilabel)
+    if cfg.label_map:
+        mapping = {old.strip(): new.strip() for old, new in (m.split("=", 1) for m in cfg.label_map)}
+        if multilabel:
+            labels = labels.map(lambda t: t if t is None else tuple(dict.fromkeys(mapping.get(x, x) for x in t)))
+        else:
+            labels = labels.map(lambda v: mapping.get(str(v), v) if pd.notna(v) else v)
+    return labels
+
+
+def lookalike_labels(labels: pd.Series) -> list[list[str]]:
+    """Labels equal but for case or surrounding spaces, most frequent first: almost always one label typed twice."""
+    counts = labels.dropna().astype(str).value_counts()
+    by_key: dict[str, list[str]] = {}
+    for label in counts.index:
+        by_key.setdefault(label.strip().casefold(), []).append(label)
+    return [variants for variants in by_key.values() if len(variants) > 1]
+
+
+def merge_advice(variants: list[str]) -> str:
+    return " ".join(f"--label-map '{other.strip()}={variants[0].strip()}'" for other in variants[1:])
+
+
+def warn_lookalike_labels(labels: pd.Series, path: str) -> None:
+    for variants in lookalike_labels(labels):
+        log.warning("%s: labels %s look like one label; merge them with %s", path, variants, merge_advice(variants))
+
+
+def _raw_labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Series:
     if not multilabel:
         col = df[cfg.label_columns[0]]
-        if col.dtype == object:
+        if not pd.api.types.is_numeric_dtype(col):
             col = col.where(col.isna(), col.astype(str).str.strip()).replace("", None)
         return col
     if len(cfg.label_columns) > 1:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunesmith.data.dataset import row_names
+from tunesmith.data.dataset import lookalike_labels, merge_advice, row_names
 
 EXAMPLES = 5
 _MOJIBAKE = re.compile(r"[ÃÂâ][\x80-\xbf€™œ]|锟斤拷|烫烫烫|\ufffd")
@@ -66,19 +66,15 @@ def length_stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def label_section(path: str, raw: pd.DataFrame, label_column: str) -> dict[str, Any]:
-    labels = raw[label_column]
+def label_section(path: str, raw: pd.DataFrame, label_column: str, labels: pd.Series) -> dict[str, Any]:
+    """`labels` are the cleaned ones (stripped, --label-map applied); `raw` shows which rows had none."""
     counts = labels.dropna().astype(str).value_counts()
     section: dict[str, Any] = {"counts": {str(k): int(v) for k, v in counts.items()}}
     if len(counts):
         section["imbalance_ratio"] = round(float(counts.max() / counts.min()), 2)
-    # Labels that differ only in case or surrounding spaces are almost always one label typed twice.
-    by_key: dict[str, list[str]] = {}
-    for label in counts.index:
-        by_key.setdefault(label.strip().casefold(), []).append(label)
-    lookalikes = [sorted(v) for v in by_key.values() if len(v) > 1]
-    section["lookalike_labels"] = lookalikes
-    missing = raw.index[labels.isna() | (labels.astype(str).str.strip() == "")]
+    section["lookalike_labels"] = lookalike_labels(labels)
+    column = raw[label_column]
+    missing = raw.index[column.isna() | (column.astype(str).str.strip() == "")]
     section["missing"] = {"count": len(missing), "examples": [line_of(path, i) for i in missing[:EXAMPLES]]}
     return section
 
@@ -178,7 +174,7 @@ def inspect_data(cfg: Any, tokenizer: Any = None) -> dict[str, Any]:
         frame = select_rows(raw, path, d, cfg.task == "multilabel", need_labels=has_labels)
         part: dict[str, Any] = {"path": path, "rows": len(raw), "columns": [str(c) for c in raw.columns]}
         if has_labels and len(d.label_columns) == 1:
-            part["labels"] = label_section(path, raw, d.label_columns[0])
+            part["labels"] = label_section(path, raw, d.label_columns[0], frame["label"])
         part["text"] = text_section(path, raw, d.text_columns, tokenizer, d.max_length)
         part["duplicates"] = duplicate_section(path, frame, d.dedup)
         report["files"][name] = part
@@ -199,7 +195,7 @@ def render_text(report: dict[str, Any]) -> str:
         if lab:
             lines.append(f"labels: {lab['counts']} (imbalance {lab.get('imbalance_ratio', '-')}x)")
             for group in lab["lookalike_labels"]:
-                lines.append(f"  ! labels that look like one label: {group}: merge them (e.g. --label-map)")
+                lines.append(f"  ! labels that look like one label: {group}: merge them with {merge_advice(group)}")
             if lab["missing"]["count"]:
                 lines.append(f"  ! {lab['missing']['count']} rows without a label: {lab['missing']['examples']}")
         lines.append(f"text length (chars): {t['chars']}")

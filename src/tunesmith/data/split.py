@@ -6,17 +6,33 @@ model is never tested on a paraphrase of a training example. scikit-learn does t
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, KFold, StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from tunesmith.errors import TunesmithError
 
+log = logging.getLogger("tunesmith")
+
 
 def holdout(
     df: pd.DataFrame, share: float, seed: int, name: str, stratify: bool, groups: pd.Series | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off about `share` of the rows as `name`; returns (kept, held out). Indexes are preserved."""
+    """Split off about `share` of the rows as `name`; returns (kept, held out). Indexes are preserved.
+
+    Rows of a class too small to split stay on the kept side: a label seen only in a held-out split
+    cannot be learned, and stratification needs two rows per class.
+    """
+    if stratify and "label" in df:
+        counts = df["label"].astype(str).value_counts()
+        rare = df["label"].astype(str).isin(counts.index[counts < 2])
+        if rare.any() and not rare.all():
+            log.warning("classes with a single row stay in train only: %s", ", ".join(counts.index[counts < 2]))
+            kept, held = holdout(df[~rare], share, seed, name, stratify, groups)
+            return pd.concat([kept, df[rare]]), held
     n_out = round(len(df) * share)
     if n_out < 1 or len(df) - n_out < 1:
         raise TunesmithError(
@@ -30,7 +46,10 @@ def holdout(
     if labels is not None and groups.nunique() >= 2 * round(1 / share):
         # One fold of a stratified group k-fold is a held-out share that respects both constraints.
         folds = StratifiedGroupKFold(n_splits=max(2, round(1 / share)), shuffle=True, random_state=seed)
-        keep_idx, held_idx = next(folds.split(df, labels, groups))
+        with warnings.catch_warnings():
+            # Classes smaller than the fold count are expected here; they still land on one side or the other.
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            keep_idx, held_idx = next(folds.split(df, labels, groups))
     else:
         splitter = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)
         keep_idx, held_idx = next(splitter.split(df, groups=groups))

@@ -40,6 +40,7 @@ class Classification:
 
     def __init__(self, labels: list[str] | None = None) -> None:
         self.labels = labels or []
+        self.class_weights: torch.Tensor | None = None  # training-time only; not part of the saved state
 
     def fit(self, train: pd.DataFrame, source: str) -> None:
         found = sorted({label_text(v) for v in train["label"]}, key=_sort_key)
@@ -48,6 +49,11 @@ class Classification:
                 f"{source}: only one class ({found[0]!r}) in the training labels; a classifier needs at least 2"
             )
         self.labels = found
+
+    def balance(self, train: pd.DataFrame) -> None:
+        """Weight each class by n / (k * count), scikit-learn's "balanced", so rare classes count as much."""
+        counts = self.targets(train).bincount(minlength=len(self.labels)).float()
+        self.class_weights = len(train) / (len(self.labels) * counts.clamp(min=1))
 
     def check(self, df: pd.DataFrame, source: str) -> None:
         known = set(self.labels)
@@ -73,7 +79,9 @@ class Classification:
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         logits = forward_logits(model, batch)
-        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum"), len(logits)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        # Summed, then divided by the example count by the loop: weights shift the balance, not the scale.
+        return F.cross_entropy(logits.float(), batch["labels"], weight=weight, reduction="sum"), len(logits)
 
     def scores(self, logits: torch.Tensor) -> np.ndarray:
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
