@@ -84,7 +84,11 @@ def prepare_data(cfg: DataConfig, task: str, seed: int) -> Prepared:
         splits.train, _ = holdout(splits.train, share, seed + 2, "unused", stratify)
     if cfg.augment.enabled:
         splits.train = _augment(splits.train, cfg, rec)
-    removed = pd.concat(rec.removed) if rec.removed else pd.DataFrame(columns=["source", "line", "step", "reason"])
+    removed = (
+        pd.concat(rec.removed)
+        if rec.removed
+        else pd.DataFrame(columns=["source", "line", "step", "reason", "text", "label"])
+    )
     return Prepared(splits, removed.reset_index(drop=True), rec.steps)
 
 
@@ -139,9 +143,10 @@ def _split(frames: dict[str, pd.DataFrame], cfg: DataConfig, seed: int, stratify
         share = cfg.validation_size / max(1e-9, 1 - (0 if cfg.test else cfg.test_size))
         train, validation = holdout(train, share, seed + 1, "validation", stratify, groups)
     if groups is not None:
+        sizes = groups.value_counts()
         rec.step(
             "split",
-            grouped_rows=int((groups.value_counts() > 1).sum()),
+            rows_in_duplicate_groups=int(sizes[sizes > 1].sum()),
             train=len(train),
             validation=len(validation),
             test=len(test),

@@ -43,6 +43,11 @@ def holdout(
         kept, held = train_test_split(df, test_size=n_out, random_state=seed, stratify=labels)
         return kept, held
     groups = groups.loc[df.index]
+    if groups.nunique() < 2:
+        raise TunesmithError(
+            f"cannot form a {name} split: all {len(df)} rows are near duplicates of each other (one group); "
+            f"pass --{name} FILE, or --no-group-split"
+        )
     if labels is not None and groups.nunique() >= 2 * round(1 / share):
         # One fold of a stratified group k-fold is a held-out share that respects both constraints.
         folds = StratifiedGroupKFold(n_splits=max(2, round(1 / share)), shuffle=True, random_state=seed)
@@ -77,6 +82,10 @@ def kfold(
     labels = _stratify_labels(df, stratify, len(df) // k)
     if groups is not None:
         g = groups.loc[df.index]
+        if g.nunique() < k:
+            raise TunesmithError(
+                f"k-fold with k={k} needs at least {k} groups of near duplicates, got {g.nunique()}; lower k"
+            )
         splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed) if labels is not None else None
         parts = splitter.split(df, labels, g) if splitter else _group_kfold(df, g, k, seed)
     elif labels is not None:
