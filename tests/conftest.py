@@ -42,14 +42,22 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(folder)
 
 
-def write_intents(path: Path, per_class: int = 20, seed: int = 0) -> Path:
+def intent_rows(
+    per_class: int, seed: int, suffixes: tuple[str, ...] = ("please", "now", "today", "thanks", "")
+) -> list[tuple[str, str]]:
+    """(text, label) rows: each intent's phrases with a random suffix, so texts repeat as real data does."""
     rng = random.Random(seed)
     rows = [
-        (f"{rng.choice(texts)} {rng.choice(['please', 'now', 'today', 'thanks', ''])}".strip(), label)
+        (f"{rng.choice(texts)} {rng.choice(suffixes)}".strip(), label)
         for label, texts in INTENTS.items()
         for _ in range(per_class)
     ]
     rng.shuffle(rows)
+    return rows
+
+
+def write_intents(path: Path, per_class: int = 20, seed: int = 0) -> Path:
+    rows = intent_rows(per_class, seed)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import conftest
 from conftest import INTENTS, write_intents
 from tunesmith.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
 from tunesmith.data.prepare import prepare_data
@@ -75,14 +75,7 @@ def examples(tokenizer: Any, rows: list[tuple[str, str]]) -> list[dict]:
 
 
 def intent_rows(per_class: int, seed: int) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    rows = [
-        (f"{rng.choice(texts)} {rng.choice(['please', 'now', ''])}".strip(), label)
-        for label, texts in INTENTS.items()
-        for _ in range(per_class)
-    ]
-    rng.shuffle(rows)
-    return rows
+    return conftest.intent_rows(per_class, seed, suffixes=("please", "now", ""))
 
 
 def classifier(tiny_model: str, tokenizer: Any, dropout: float | None = 0.0, seed: int = 0) -> torch.nn.Module:
