@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import charset_normalizer
@@ -347,3 +347,78 @@ _WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
     ".ndjson": _write_json_lines,
     ".parquet": _write_parquet,
 }
+
+
+def iter_table(path: str | Path, encoding: str | None = None, rows: int = 100_000) -> Iterator[pd.DataFrame]:
+    """Read a large table in chunks of `rows`, each indexed by its row number in the whole file.
+
+    Memory stays bounded by one chunk. A JSON array cannot be parsed piecewise and is read whole.
+    """
+    path = Path(path)
+    suffix = _checked_suffix(path)
+    _check_is_file(path)
+    if suffix == ".json":
+        yield read_table(path, encoding)
+        return
+    if suffix == ".parquet":
+        yield from _iter_parquet(path, rows)
+        return
+    codec = "utf-8-sig" if encoding is None else encoding
+    try:
+        if suffix in _SEPARATORS:
+            yield from _iter_delimited(path, _SEPARATORS[suffix], codec, rows)
+        else:
+            yield from _iter_json_lines(path, codec, rows)
+    except UnicodeDecodeError as err:
+        raise TunesmithError(
+            f"{path} is not valid {encoding or 'UTF-8'} ({err.reason}); re-run with --encoding NAME "
+            "(e.g. gb18030) or convert it to UTF-8"
+        ) from err
+    except LookupError as err:
+        raise TunesmithError(f"{path}: unknown text encoding {encoding!r}; use e.g. utf-8 or gb18030") from err
+
+
+def _iter_delimited(path: Path, sep: str, codec: str, rows: int) -> Iterator[pd.DataFrame]:
+    reader = pd.read_csv(
+        path, sep=sep, index_col=False, keep_default_na=False, na_values=[""], chunksize=rows, encoding=codec
+    )
+    try:
+        for chunk in reader:
+            yield _blanks_to_nan(chunk)
+    except pd.errors.ParserError as err:
+        raise TunesmithError(
+            f"{path}: {str(err).strip()} (an unquoted {_SEPARATOR_NAMES[sep]}? quote the field)"
+        ) from err
+
+
+def _iter_json_lines(path: Path, codec: str, rows: int) -> Iterator[pd.DataFrame]:
+    batch: list[dict] = []
+    start = 0
+    with path.open(encoding=codec, newline="\n") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TunesmithError(
+                    f"{path}: invalid JSON on line {number} ({err.msg}); fix or remove that line"
+                ) from err
+            _require_object(path, f"line {number}", record)
+            batch.append(record)
+            if len(batch) == rows:
+                yield _blanks_to_nan(pd.DataFrame(batch, index=pd.RangeIndex(start, start + len(batch))))
+                start, batch = start + len(batch), []
+    if batch:
+        yield _blanks_to_nan(pd.DataFrame(batch, index=pd.RangeIndex(start, start + len(batch))))
+
+
+def _iter_parquet(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    start = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        frame = batch.to_pandas()
+        frame.index = pd.RangeIndex(start, start + len(frame))
+        start += len(frame)
+        yield _blanks_to_nan(frame)

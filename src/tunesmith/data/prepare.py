@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from tunesmith.config import DataConfig
-from tunesmith.data.dataset import Splits, row_names, select_rows
+from tunesmith.data.dataset import Splits, join_text, row_names, select_rows
 from tunesmith.data.io import read_table, write_table
 from tunesmith.data.split import holdout
 from tunesmith.errors import TunesmithError
@@ -97,7 +97,7 @@ def _read(path: str, cfg: DataConfig, multilabel: bool, name: str, rec: _Recorde
     kept = select_rows(raw, path, cfg, multilabel)
     dropped = raw.loc[raw.index.difference(kept.index)]
     if len(dropped):
-        text = dropped[cfg.text_columns].astype("string").fillna("").agg("\n".join, axis=1)
+        text = join_text(dropped, cfg.text_columns)
         rec.drop("read", path, pd.DataFrame({"text": text}), "empty text or no label")
     rec.step(f"read {name}", file=path, rows=len(raw), kept=len(kept))
     return kept
