@@ -110,3 +110,14 @@ def test_single_row_class_stays_in_train(caplog: pytest.LogCaptureFixture) -> No
     assert "rare" in kept["label"].tolist() and "rare" not in held["label"].tolist()
     assert len(kept) + len(held) == len(df)
     assert "single row stay in train" in caplog.text
+
+
+def test_a_numeric_text_column_is_named_aloud(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"id": [1, 2, 3], "text": ["a", "b", "c"], "label": ["x", "y", "x"]}).to_csv(path, index=False)
+    cfg = RunConfig().data
+    cfg.text_columns = ["id"]
+    with caplog.at_level(logging.WARNING, logger="tunesmith"):
+        frame = load_file(str(path), cfg, multilabel=False)
+    assert "text column 'id' holds only numbers" in caplog.text
+    assert frame["text"].tolist() == ["1", "2", "3"]  # still read, as text: the warning is the point

@@ -707,3 +707,24 @@ def test_label_counts_survive_the_pipeline(repeated: Path) -> None:
     for name in ("validation", "test"):
         counts = Counter(getattr(prepared.splits, name)["label"])
         assert set(counts) == set(INTENTS) and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_prepare_writes_grouped_kfold_indices_of_the_train_file(tmp_path: Path) -> None:
+    import json
+
+    from tunesmith.data.prepare import prepare_data, write_prepared
+
+    cfg = RunConfig()
+    cfg.data.train = str(write_intents(tmp_path / "intents.csv", per_class=30))
+    cfg.data.folds = 3
+    prepared = prepare_data(cfg.data, cfg.task, seed=0)
+    write_prepared(prepared, tmp_path / "out")
+    folds = json.loads((tmp_path / "out" / "folds.json").read_text())
+    train = pd.read_csv(tmp_path / "out" / "train.csv")
+    assert len(folds) == 3
+    validated = sorted(i for fold in folds for i in fold["validation"])
+    assert validated == list(range(len(train)))  # every train row is validated exactly once
+    for fold in folds:
+        assert not set(fold["train"]) & set(fold["validation"])
+        # Grouping: a text never sits on both sides of a fold.
+        assert not set(train.loc[fold["train"], "text"]) & set(train.loc[fold["validation"], "text"])

@@ -56,6 +56,7 @@ class DataConfig:
     group_split: bool = option(
         True, "keep near-duplicate texts together in one split when splitting (threshold: --dedup-threshold)"
     )
+    folds: int = option(0, "data prepare: also write K cross-validation folds of train to folds.json (0: none)")
     clean: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -61,6 +61,9 @@ def select_rows(
             f"{path}: no {kind} column {missing[0]!r}; columns there are: {', '.join(map(str, df.columns))}"
             f" (pick one with {flag})"
         )
+    for column in cfg.text_columns:
+        if pd.api.types.is_numeric_dtype(df[column]):
+            log.warning("%s: text column %r holds only numbers; is it the right --text-column?", path, column)
     out = pd.DataFrame({"text": join_text(df, cfg.text_columns)}, index=df.index)
     empty = out.index[out["text"] == ""]
     if len(empty):

@@ -30,6 +30,7 @@ class Prepared:
     splits: Splits
     removed: pd.DataFrame  # source, line, step, reason, text, label
     steps: list[dict[str, Any]] = field(default_factory=list)  # what each step did, for manifest.json
+    folds: list[dict[str, list[int]]] = field(default_factory=list)  # row numbers of train.csv per fold
 
     def manifest(self) -> dict[str, Any]:
         sizes = {name: len(getattr(self.splits, name)) for name in SPLITS}
@@ -84,12 +85,28 @@ def prepare_data(cfg: DataConfig, task: str, seed: int) -> Prepared:
         splits.train, _ = holdout(splits.train, share, seed + 2, "unused", stratify)
     if cfg.augment.enabled:
         splits.train = _augment(splits.train, cfg, rec)
+    folds = _folds(splits.train, cfg, seed, stratify) if cfg.folds else []
     removed = (
         pd.concat(rec.removed)
         if rec.removed
         else pd.DataFrame(columns=["source", "line", "step", "reason", "text", "label"])
     )
-    return Prepared(splits, removed.reset_index(drop=True), rec.steps)
+    return Prepared(splits, removed.reset_index(drop=True), rec.steps, folds)
+
+
+def _folds(train: pd.DataFrame, cfg: DataConfig, seed: int, stratify: bool) -> list[dict[str, list[int]]]:
+    """K folds as row numbers of the written train file; near duplicates stay in one fold when grouping."""
+    from tunesmith.data.split import kfold
+
+    rows = train.reset_index(drop=True)
+    groups = None
+    if cfg.group_split:
+        from tunesmith.data.dedup import group_ids
+
+        groups = group_ids(rows["text"], cfg.dedup)
+    return [
+        {"train": tr.tolist(), "validation": va.tolist()} for tr, va in kfold(rows, cfg.folds, seed, stratify, groups)
+    ]
 
 
 def _read(path: str, cfg: DataConfig, multilabel: bool, name: str, rec: _Recorder) -> pd.DataFrame:
@@ -212,6 +229,9 @@ def write_prepared(prepared: Prepared, folder: Path, sep: str = "|", suffix: str
     removed = prepared.removed
     write_table(removed.assign(label=removed["label"].map(lambda v: _label_cell(v, sep))), folder / "removed.csv")
     atomic_write_json(folder / "manifest.json", prepared.manifest())
+    if prepared.folds:
+        atomic_write_json(folder / "folds.json", prepared.folds)
+        written.append(folder / "folds.json")
     return [*written, folder / "removed.csv", folder / "manifest.json"]
 
 
