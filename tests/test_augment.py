@@ -227,7 +227,7 @@ def test_frame_gets_copies_per_example_with_labels_and_counts() -> None:
 
 def test_counts_name_the_op_that_made_each_row() -> None:
     result = augment_frame(frame(), only("swap", copies=1))
-    assert result.added == {"synonym": 0, "insert": 0, "swap": 4, "delete": 0, "char_noise": 0}
+    assert result.added == {"synonym": 0, "insert": 0, "swap": 4, "delete": 0, "char_noise": 0, "paraphrase": 0}
 
 
 def test_copies_that_equal_an_original_are_not_added() -> None:

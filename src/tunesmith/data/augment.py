@@ -94,6 +94,17 @@ class AugmentConfig:
         choices=LANGUAGES,
     )
     seed: int = option(42, "seed of the augmentation; the same seed gives the same copies", flag="augment-seed")
+    paraphrase_model: str | None = option(
+        None,
+        "also add one paraphrase per text, written by this causal or seq2seq model (alias, folder or hub id)",
+        flag="augment-paraphrase-model",
+    )
+    paraphrase_prompt: str = option(
+        "Rewrite this text in other words, in the same language, keeping its meaning:\n{text}",
+        "prompt of the paraphrase model; {text} is replaced by the training text",
+        flag="augment-paraphrase-prompt",
+    )
+    paraphrase_max_new_tokens: int = option(64, "longest paraphrase, in tokens", flag="augment-paraphrase-tokens")
 
     def rates(self) -> dict[str, float]:
         return {op: getattr(self, op) for op in OPS}
@@ -107,7 +118,7 @@ class AugmentConfig:
             if not 0 <= rate <= 1:
                 raise TunesmithError(f"--augment-{op.replace('_', '-')} must be in [0, 1], got {rate}")
         usable = [op for op in (OPS if self.language == "auto" else LANGUAGE_OPS[self.language]) if self.rates()[op]]
-        if not usable:
+        if not usable and not self.paraphrase_model:
             ops = ", ".join(f"--augment-{op.replace('_', '-')}" for op in LANGUAGE_OPS.get(self.language, OPS))
             raise TunesmithError(f"augmentation has nothing to do for --augment-language {self.language}: set {ops}")
         return self
@@ -116,7 +127,7 @@ class AugmentConfig:
 @dataclass
 class AugmentResult:
     frame: pd.DataFrame  # originals, then augmented rows; `augmented_from` is the original's index (NaN: original)
-    added: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OPS, 0))  # augmented rows made by each op
+    added: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*OPS, "paraphrase"), 0))  # rows per op
 
 
 def detect_language(text: str) -> str:
@@ -160,6 +171,13 @@ def augment_frame(df: pd.DataFrame, cfg: AugmentConfig) -> AugmentResult:
             if made == cfg.copies:
                 break
         short += made < cfg.copies
+    if cfg.paraphrase_model:
+        for position, variant in enumerate(_paraphrases(df["text"].tolist(), cfg)):
+            if variant and variant not in seen:
+                seen.add(variant)
+                new_rows.append(variant)
+                sources.append(position)
+                result.added["paraphrase"] += 1
     if new_rows:
         copies = df.iloc[sources].assign(text=new_rows, augmented_from=df.index[sources])
         copies.index = _fresh_index(df.index, len(copies))
@@ -173,6 +191,15 @@ def augment_frame(df: pd.DataFrame, cfg: AugmentConfig) -> AugmentResult:
         cfg.copies,
     )
     return result
+
+
+def _paraphrases(texts: list[str], cfg: AugmentConfig) -> list[str]:
+    from tunesmith.data.paraphrase import load_generator, paraphrase_texts
+
+    model, tokenizer, seq2seq = load_generator(cfg.paraphrase_model)
+    return paraphrase_texts(
+        texts, model, tokenizer, seq2seq, cfg.paraphrase_prompt, cfg.paraphrase_max_new_tokens, cfg.seed
+    )
 
 
 def _fresh_index(index: pd.Index, n: int) -> pd.RangeIndex:
