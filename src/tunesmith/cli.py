@@ -162,6 +162,17 @@ def cmd_data(args: argparse.Namespace) -> int:
     out = Path(cfg.output)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise TunesmithError(f"output folder {out} already exists; pass --overwrite to replace its files")
+    from tunesmith.data.stream import is_large
+
+    if is_large(cfg.data.train):
+        from tunesmith.data.prepare_stream import prepare_stream
+
+        sizes = prepare_stream(cfg, out)["rows"]
+        print(
+            f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']} (streamed; "
+            f"see manifest.json and removed.csv)"
+        )
+        return 0
     prepared = prepare_data(cfg.data, cfg.task, cfg.train.seed)
     paths = write_prepared(prepared, out, cfg.data.label_separator)
     report_cfg = from_dict(

@@ -72,7 +72,8 @@ def paraphrase_texts(
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True)
         generated = model.generate(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
             max_new_tokens=max_new_tokens,
             do_sample=True,
             top_p=0.9,
