@@ -245,17 +245,24 @@ def _parse_json_lines(path: Path, text: str) -> pd.DataFrame:
     rows = []
     # Not splitlines(): it also splits on U+2028 and friends, which may appear raw inside JSON strings.
     for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TunesmithError(
-                f"{path}: line {number} is not valid JSON ({err.msg} at column {err.colno}); fix or remove it"
-            ) from err
-        _require_object(path, f"line {number}", row)
-        rows.append(row)
+        row = _json_line(path, number, line)
+        if row is not None:
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _json_line(path: Path, number: int, line: str) -> dict | None:
+    """One JSON Lines record; None for a blank line."""
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise TunesmithError(
+            f"{path}: line {number} is not valid JSON ({err.msg} at column {err.colno}); fix or remove it"
+        ) from err
+    _require_object(path, f"line {number}", row)
+    return row
 
 
 def _require_object(path: Path, where: str, value: object) -> None:
@@ -396,15 +403,9 @@ def _iter_json_lines(path: Path, codec: str, rows: int) -> Iterator[pd.DataFrame
     start = 0
     with path.open(encoding=codec, newline="\n") as fh:
         for number, line in enumerate(fh, start=1):
-            if not line.strip():
+            record = _json_line(path, number, line)
+            if record is None:
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TunesmithError(
-                    f"{path}: invalid JSON on line {number} ({err.msg}); fix or remove that line"
-                ) from err
-            _require_object(path, f"line {number}", record)
             batch.append(record)
             if len(batch) == rows:
                 yield _blanks_to_nan(pd.DataFrame(batch, index=pd.RangeIndex(start, start + len(batch))))
