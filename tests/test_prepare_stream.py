@@ -82,3 +82,10 @@ def test_streaming_refuses_what_needs_the_whole_file(data: Path, tmp_path: Path)
     cfg.data.test = str(data)
     with pytest.raises(TunesmithError, match="splits one file"):
         prepare_stream(cfg, tmp_path / "out")
+
+
+def test_removed_rows_have_the_in_memory_columns(data: Path, tmp_path: Path) -> None:
+    prepare_stream(_cfg(data), tmp_path / "out")
+    removed = pd.read_csv(tmp_path / "out" / "removed.csv")
+    assert list(removed.columns) == ["source", "line", "step", "reason", "text", "label"]
+    assert removed.loc[removed["text"] == "Where is my parcel?", "label"].tolist() == ["shipping"]

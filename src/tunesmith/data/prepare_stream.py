@@ -135,7 +135,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
     try:
         for name in SPLITS:
             handles[name].write("text,label\n")
-        handles["removed"].write("source,line,step,reason,text\n")
+        handles["removed"].write("source,line,step,reason,text,label\n")
         for chunk in iter_table(path, encoding=cfg.data.encoding):
             kept, dropped = _rows(chunk, path, cfg)
             gone = pd.DataFrame(
@@ -145,6 +145,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
                     "step": "read/clean",
                     "reason": [why for _, why in dropped],
                     "text": "",
+                    "label": "",
                 }
             )
             dup = removed.reindex(kept.index).dropna()
@@ -162,6 +163,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
                                 for w, line in zip(why, _lines(path, dup["first"].astype(np.int64)), strict=True)
                             ],
                             "text": kept.loc[dup.index, "text"].to_numpy(),
+                            "label": kept.loc[dup.index, "label"].to_numpy(),
                         }
                     ),
                 ]
