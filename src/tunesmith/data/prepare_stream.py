@@ -58,7 +58,7 @@ def _rows(chunk: pd.DataFrame, path: str, cfg: RunConfig) -> tuple[pd.DataFrame,
     return kept, dropped
 
 
-def _first_pass(cfg: RunConfig) -> tuple[pd.DataFrame, list[str], int]:
+def _first_pass(cfg: RunConfig) -> tuple[pd.DataFrame, int]:
     """Per usable row: its position in the file, the hash of its dedup key, its label id."""
     path = cfg.data.train
     rows, hashes, label_ids = [], [], []
@@ -73,7 +73,7 @@ def _first_pass(cfg: RunConfig) -> tuple[pd.DataFrame, list[str], int]:
     table = pd.DataFrame(
         {"row": np.concatenate(rows), "hash": np.concatenate(hashes), "label": np.concatenate(label_ids)}
     )
-    return table, list(labels), total
+    return table, total
 
 
 def _settle(table: pd.DataFrame, cfg: RunConfig) -> tuple[pd.Series, pd.DataFrame, int]:
@@ -124,7 +124,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
     check_streamable(cfg)
     path = cfg.data.train
     log.info("%s is large: preparing it in two streaming passes", path)
-    table, _, total = _first_pass(cfg)
+    table, total = _first_pass(cfg)
     split_of, removed, conflicts = _settle(table, cfg)
     del table
     folder.mkdir(parents=True, exist_ok=True)
