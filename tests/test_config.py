@@ -374,3 +374,18 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
 def test_default_config_round_trips(tmp_path: Path) -> None:
     save_yaml(RunConfig(), tmp_path / "config.yaml")
     assert from_dict(load_yaml(tmp_path / "config.yaml")) == RunConfig()
+
+
+def test_metric_must_belong_to_the_task() -> None:
+    cfg = RunConfig(task="regression", output="x")
+    cfg.data.train = "t.csv"
+    cfg.train.metric = "r2"
+    assert cfg.validate() is cfg
+    cfg.train.metric = "macro_f1"
+    with pytest.raises(TunesmithError, match="not a regression metric; choose one of mae, rmse"):
+        cfg.validate()
+
+
+def test_null_for_a_required_field_is_one_clear_error() -> None:
+    with pytest.raises(TunesmithError, match=r"config.train.lr: needs a value"):
+        from_dict({"train": {"lr": None}})

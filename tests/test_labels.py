@@ -121,3 +121,13 @@ def test_a_numeric_text_column_is_named_aloud(tmp_path: Path, caplog: pytest.Log
         frame = load_file(str(path), cfg, multilabel=False)
     assert "text column 'id' holds only numbers" in caplog.text
     assert frame["text"].tolist() == ["1", "2", "3"]  # still read, as text: the warning is the point
+
+
+def test_label_map_matches_integer_labels_read_as_floats(tmp_path: Path) -> None:
+    """A bug compared "1.0" with "1": a numeric label column with a gap ignored --label-map."""
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [1, None, 2, 1]}).to_csv(path, index=False)
+    cfg = RunConfig().data
+    cfg.label_map = ["1=pos", "2=neg"]
+    frame = load_file(str(path), cfg, multilabel=False)
+    assert frame["label"].tolist() == ["pos", "neg", "pos"]

@@ -720,3 +720,35 @@ def test_resume_survives_a_kill_between_the_two_renames_of_a_checkpoint(
     assert state.step == 6
     assert trained == [5, 6], f"the resume trained steps {trained}: it started over"
     assert [r["step"] for r in read_log(run_dir) if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_chosen_metric_sets_the_direction_and_nan_never_wins(
+    tiny_model: str, tokenizer: Any, tmp_path: Path
+) -> None:
+    """A bug took the direction from the task: --metric r2 on regression kept the worst checkpoint."""
+    rows = intent_rows(6, seed=5)
+    train, validation = examples(tokenizer, rows[:12]), examples(tokenizer, rows[12:])
+    the_task = task()
+    values = [float("nan"), 0.9, 0.5, 0.7]
+    real = the_task.metrics
+    calls: list[float] = []
+
+    def metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+        calls.append(values[len(calls)])
+        return {**real(scores, targets), "rmse": calls[-1]}
+
+    the_task.metrics = metrics  # type: ignore[method-assign]
+    t = trainer(
+        classifier(tiny_model, tokenizer),
+        tokenizer,
+        train,
+        validation,
+        tmp_path / "run",
+        the_task,
+        batch_size=4,
+        max_steps=4,
+        eval_every=1,
+        metric="rmse",
+    )
+    state = t.fit()
+    assert state.best_metric == 0.5 and state.best_step == 3  # lower is better for rmse; NaN at step 1 lost

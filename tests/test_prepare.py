@@ -717,7 +717,7 @@ def test_prepare_writes_grouped_kfold_indices_of_the_train_file(tmp_path: Path) 
     cfg = RunConfig()
     cfg.data.train = str(write_intents(tmp_path / "intents.csv", per_class=30))
     cfg.data.folds = 3
-    prepared = prepare_data(cfg.data, cfg.task, seed=0)
+    prepared = prepare_data(cfg.data, cfg.task, seed=0, with_folds=True)
     write_prepared(prepared, tmp_path / "out")
     folds = json.loads((tmp_path / "out" / "folds.json").read_text())
     train = pd.read_csv(tmp_path / "out" / "train.csv")

@@ -89,3 +89,24 @@ def test_removed_rows_have_the_in_memory_columns(data: Path, tmp_path: Path) -> 
     removed = pd.read_csv(tmp_path / "out" / "removed.csv")
     assert list(removed.columns) == ["source", "line", "step", "reason", "text", "label"]
     assert removed.loc[removed["text"] == "Where is my parcel?", "label"].tolist() == ["shipping"]
+
+
+def test_streamed_multilabel_cells_read_back(tmp_path: Path) -> None:
+    """A bug wrote Python tuples ("('a', 'b')") that --label-separator could not read back."""
+    path = tmp_path / "ml.csv"
+    rows = [(f"text {i}", "a|b" if i % 2 else "b") for i in range(40)] + [("text 1", "a|b")]
+    pd.DataFrame(rows, columns=["text", "labels"]).to_csv(path, index=False)
+    cfg = _cfg(path)
+    cfg.task = "multilabel"
+    cfg.data.label_columns = ["labels"]
+    prepare_stream(cfg, tmp_path / "out")
+    written = pd.concat(pd.read_csv(tmp_path / "out" / f"{n}.csv") for n in ("train", "validation", "test"))
+    assert set(written["label"]) == {"a|b", "b"}
+    assert pd.read_csv(tmp_path / "out" / "removed.csv")["label"].tolist() == ["a|b"]
+
+
+def test_data_commands_validate_their_flags(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug let `data inspect --label-map foo` end in a ValueError traceback."""
+    assert main(["data", "inspect", str(data), "--label-map", "foo"]) == 2
+    err = capsys.readouterr().err
+    assert "tunesmith: error: --label-map 'foo' is not OLD=NEW" in err and "Traceback" not in err

@@ -136,7 +136,7 @@ def _data_config(args: argparse.Namespace, raw: dict[str, Any]) -> RunConfig:
     cfg = from_dict(apply_overrides(raw, args), getattr(args, "config", None) or "flags")
     if not cfg.data.train:
         raise TunesmithError("no data file: pass FILE or --train FILE")
-    return cfg
+    return cfg.validate_data()
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -173,7 +173,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"see manifest.json and removed.csv)"
         )
         return 0
-    prepared = prepare_data(cfg.data, cfg.task, cfg.train.seed)
+    prepared = prepare_data(cfg.data, cfg.task, cfg.train.seed, with_folds=True)
     paths = write_prepared(prepared, out, cfg.data.label_separator)
     report_cfg = from_dict(
         _merge(

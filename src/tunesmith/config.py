@@ -20,6 +20,7 @@ from tunesmith.data.augment import AugmentConfig
 from tunesmith.data.clean import CleanConfig
 from tunesmith.data.dedup import DedupConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.evaluate.metrics import SELECTABLE
 from tunesmith.fields import option
 
 TASKS = ("classification", "regression", "multilabel")
@@ -132,18 +133,11 @@ class RunConfig:
             raise TunesmithError("no training data: pass --train FILE (or data.train in the YAML)")
         if not self.output:
             raise TunesmithError("no run folder: pass --output DIR (or output in the YAML)")
-        if not d.text_columns or not d.label_columns:
-            raise TunesmithError("--text-column and --label-column need at least one column each")
-        if self.task != "multilabel" and len(d.label_columns) != 1:
-            raise TunesmithError(f"--task {self.task} takes one --label-column, got {d.label_columns}")
-        for name, value, given in (("validation", d.validation_size, d.validation), ("test", d.test_size, d.test)):
-            if not given and not 0 < value < 0.5:
-                raise TunesmithError(f"--{name}-size must be in (0, 0.5) when no --{name} file is given, got {value}")
+        self.validate_data()
         positive = {
             "--batch-size": t.batch_size,
             "--grad-accum": t.grad_accum,
             "--lr": t.lr,
-            "--max-length": d.max_length,
             "--eval-batch-size": t.eval_batch_size,
         }
         for name, value in positive.items():
@@ -151,13 +145,36 @@ class RunConfig:
                 raise TunesmithError(f"{name} must be positive, got {value}")
         if t.batch_size % t.grad_accum:
             raise TunesmithError(f"--batch-size {t.batch_size} is not a multiple of --grad-accum {t.grad_accum}")
+        if t.class_weights != "none" and self.task != "classification":
+            raise TunesmithError(f"--class-weights applies to classification, not --task {self.task}")
+        if t.metric is not None and t.metric not in SELECTABLE[self.task]:
+            raise TunesmithError(
+                f"--metric {t.metric!r} is not a {self.task} metric; choose one of {', '.join(SELECTABLE[self.task])}"
+            )
+        if self.eval.baseline_max_rows < 2:
+            raise TunesmithError(f"--baseline-max-rows must be at least 2, got {self.eval.baseline_max_rows}")
+        if t.epochs <= 0 and t.max_steps <= 0:
+            raise TunesmithError("set --epochs or --max-steps above 0")
+        return self
+
+    def validate_data(self) -> RunConfig:
+        """The checks `data inspect` and `data prepare` need too (they have no run folder or training)."""
+        _check_choices(self)
+        d = self.data
+        if not d.train:
+            raise TunesmithError("no training data: pass --train FILE (or data.train in the YAML)")
+        if not d.text_columns or not d.label_columns:
+            raise TunesmithError("--text-column and --label-column need at least one column each")
+        if self.task != "multilabel" and len(d.label_columns) != 1:
+            raise TunesmithError(f"--task {self.task} takes one --label-column, got {d.label_columns}")
+        for name, value, given in (("validation", d.validation_size, d.validation), ("test", d.test_size, d.test)):
+            if not given and not 0 < value < 0.5:
+                raise TunesmithError(f"--{name}-size must be in (0, 0.5) when no --{name} file is given, got {value}")
+        if d.max_length <= 0:
+            raise TunesmithError(f"--max-length must be positive, got {d.max_length}")
         bad_map = [m for m in d.label_map if m.count("=") != 1 or not all(p.strip() for p in m.split("="))]
         if bad_map:
             raise TunesmithError(f"--label-map {bad_map[0]!r} is not OLD=NEW")
-        if t.class_weights != "none" and self.task != "classification":
-            raise TunesmithError(f"--class-weights applies to classification, not --task {self.task}")
-        if t.epochs <= 0 and t.max_steps <= 0:
-            raise TunesmithError("set --epochs or --max-steps above 0")
         return self
 
 
@@ -202,6 +219,8 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     if value is None:
+        if _strip_optional(hint) is hint:
+            raise TunesmithError(f"{where}: needs a value, got nothing (null)")
         return None
     base = _strip_optional(hint)
     if typing.get_origin(base) is list:

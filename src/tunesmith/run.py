@@ -17,7 +17,7 @@ from torch import nn
 from tunesmith.config import RunConfig, from_dict, load_yaml, save_yaml
 from tunesmith.data.dataset import load_file, select_rows
 from tunesmith.data.io import read_table, write_table
-from tunesmith.data.prepare import prepare_data
+from tunesmith.data.prepare import label_cell, prepare_data
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.baseline import score_baselines
 from tunesmith.models.loading import (
@@ -67,7 +67,9 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
         save_yaml(cfg, run_dir / "config.yaml")
         atomic_write_json(run_dir / "data_manifest.json", prepared.manifest())
         if len(prepared.removed):
-            write_table(prepared.removed.astype({"label": str}), run_dir / "removed_rows.csv")
+            sep = cfg.data.label_separator
+            removed = prepared.removed.assign(label=prepared.removed["label"].map(lambda v: label_cell(v, sep)))
+            write_table(removed, run_dir / "removed_rows.csv")
         atomic_write_json(run_dir / "label_map.json", task.state())
 
     base = _baselines(cfg, run_dir, model, task, tokenizer, train, test, collate, device)
@@ -226,7 +228,8 @@ def predict_file(run: LoadedRun, input_path: str, output_path: str, text_columns
             for label in described[0]["probs"]:
                 columns[f"prob_{label}"] = [d["probs"][label] for d in described]
         else:
-            columns[key] = ["|".join(d[key]) if isinstance(d[key], list) else d[key] for d in described]
+            sep = run.cfg.data.label_separator
+            columns[key] = [sep.join(d[key]) if isinstance(d[key], list) else d[key] for d in described]
     for name, values in columns.items():
         # Rows dropped for an empty text stay, with empty predictions, so the output lines up with the input.
         out[f"predicted_{name}" if name in out.columns else name] = pd.Series(values, index=frame.index)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -29,6 +30,13 @@ def row_names(path: str | Path, index: pd.Index, limit: int = 5) -> str:
     shown = [str(i + offset) for i in list(index)[:limit]]
     more = f" and {len(index) - limit} more" if len(index) > limit else ""
     return f"{word}s {', '.join(shown)}{more}" if len(index) > 1 else f"{word} {shown[0]}"
+
+
+def label_text(value: Any) -> str:
+    """CSV readers turn 1 into 1.0 when a column has gaps; a label is the same label either way."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
 
 
 def join_text(df: pd.DataFrame, columns: list[str]) -> pd.Series:
@@ -91,7 +99,7 @@ def _labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Series:
         if multilabel:
             labels = labels.map(lambda t: t if t is None else tuple(dict.fromkeys(mapping.get(x, x) for x in t)))
         else:
-            labels = labels.map(lambda v: mapping.get(str(v), v) if pd.notna(v) else v)
+            labels = labels.map(lambda v: mapping.get(label_text(v), v) if pd.notna(v) else v)
     return labels
 
 

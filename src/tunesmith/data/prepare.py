@@ -64,7 +64,7 @@ class _Recorder:
         log.info("%s: %s", name, ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
-def prepare_data(cfg: DataConfig, task: str, seed: int) -> Prepared:
+def prepare_data(cfg: DataConfig, task: str, seed: int, with_folds: bool = False) -> Prepared:
     rec = _Recorder()
     multilabel = task == "multilabel"
     stratify = task == "classification"
@@ -85,7 +85,7 @@ def prepare_data(cfg: DataConfig, task: str, seed: int) -> Prepared:
         splits.train, _ = holdout(splits.train, share, seed + 2, "unused", stratify)
     if cfg.augment.enabled:
         splits.train = _augment(splits.train, cfg, rec)
-    folds = _folds(splits.train, cfg, seed, stratify) if cfg.folds else []
+    folds = _folds(splits.train, cfg, seed, stratify) if cfg.folds and with_folds else []
     removed = (
         pd.concat(rec.removed)
         if rec.removed
@@ -188,7 +188,7 @@ def _check_leaks(splits: Splits, cfg: DataConfig, rec: _Recorder) -> Splits:
         f"{first.split} {row_names(source[first.split], pd.Index([first.index]))} ~ "
         f"{first.other_split} {row_names(source[first.other_split], pd.Index([first.other_index]))}"
     )
-    if cfg.dedup.enabled:
+    if cfg.dedup.enabled and cfg.leak_check != "error":
         # Deduplication is on, so the user wants unique texts: the training copy goes.
         train_rows = {leak.index if leak.split == "train" else leak.other_index for leak in leaks}
         dropped = splits.train.loc[sorted(train_rows)]
@@ -222,12 +222,12 @@ def write_prepared(prepared: Prepared, folder: Path, sep: str = "|", suffix: str
     written = []
     for name in SPLITS:
         frame = getattr(prepared.splits, name)
-        out = frame.assign(label=frame["label"].map(lambda v: _label_cell(v, sep))) if "label" in frame else frame
+        out = frame.assign(label=frame["label"].map(lambda v: label_cell(v, sep))) if "label" in frame else frame
         path = folder / f"{name}{suffix}"
         write_table(out.reset_index(drop=True), path)
         written.append(path)
     removed = prepared.removed
-    write_table(removed.assign(label=removed["label"].map(lambda v: _label_cell(v, sep))), folder / "removed.csv")
+    write_table(removed.assign(label=removed["label"].map(lambda v: label_cell(v, sep))), folder / "removed.csv")
     atomic_write_json(folder / "manifest.json", prepared.manifest())
     if prepared.folds:
         atomic_write_json(folder / "folds.json", prepared.folds)
@@ -235,6 +235,6 @@ def write_prepared(prepared: Prepared, folder: Path, sep: str = "|", suffix: str
     return [*written, folder / "removed.csv", folder / "manifest.json"]
 
 
-def _label_cell(value: Any, sep: str) -> Any:
+def label_cell(value: Any, sep: str) -> Any:
     """Multilabel tuples go back to one `a|b` cell, which `--label-separator` reads again."""
     return sep.join(map(str, value)) if isinstance(value, tuple) else value

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from tunesmith.config import RunConfig
-from tunesmith.data.dataset import select_rows
+from tunesmith.data.dataset import row_names, select_rows
 from tunesmith.data.dedup import normalise_key
 from tunesmith.data.io import iter_table
+from tunesmith.data.prepare import label_cell
 from tunesmith.errors import TunesmithError
 from tunesmith.utils import atomic_write_json
 
@@ -114,9 +115,7 @@ def _settle(table: pd.DataFrame, cfg: RunConfig) -> tuple[pd.Series, pd.DataFram
 
 
 def _lines(path: str, index: pd.Index) -> list[str]:
-    offset = 2 if Path(path).suffix.lower() in (".csv", ".tsv") else 1
-    word = "record" if Path(path).suffix.lower() in (".parquet", ".json") else "line"
-    return [f"{word} {i + offset}" for i in index]
+    return [row_names(path, pd.Index([i])) for i in index]
 
 
 def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
@@ -136,6 +135,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
         for name in SPLITS:
             handles[name].write("text,label\n")
         handles["removed"].write("source,line,step,reason,text,label\n")
+        sep = cfg.data.label_separator
         for chunk in iter_table(path, encoding=cfg.data.encoding):
             kept, dropped = _rows(chunk, path, cfg)
             gone = pd.DataFrame(
@@ -163,7 +163,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
                                 for w, line in zip(why, _lines(path, dup["first"].astype(np.int64)), strict=True)
                             ],
                             "text": kept.loc[dup.index, "text"].to_numpy(),
-                            "label": kept.loc[dup.index, "label"].to_numpy(),
+                            "label": kept.loc[dup.index, "label"].map(lambda v: label_cell(v, sep)).to_numpy(),
                         }
                     ),
                 ]
@@ -173,6 +173,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
             split = split_of.reindex(kept.index)
             for name in SPLITS:
                 rows = kept.loc[(split == name).to_numpy(), ["text", "label"]]
+                rows = rows.assign(label=rows["label"].map(lambda v: label_cell(v, cfg.data.label_separator)))
                 rows.to_csv(handles[name], header=False, index=False, lineterminator="\n")
                 counts[name] += len(rows)
     finally:

@@ -6,6 +6,31 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
+# Validation metrics that can pick the best checkpoint, per task, and which of them fall as models improve.
+SELECTABLE = {
+    "classification": (
+        "accuracy",
+        "macro_f1",
+        "macro_precision",
+        "macro_recall",
+        "weighted_f1",
+        "weighted_precision",
+        "weighted_recall",
+    ),
+    "regression": ("mae", "rmse", "mse", "r2", "pearson", "spearman"),
+    "multilabel": (
+        "micro_f1",
+        "macro_f1",
+        "micro_precision",
+        "micro_recall",
+        "macro_precision",
+        "macro_recall",
+        "subset_accuracy",
+        "hamming_loss",
+    ),
+}
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "hamming_loss"})
+
 
 def classification(probs: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict:
     pred = probs.argmax(axis=1)

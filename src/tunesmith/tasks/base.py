@@ -17,7 +17,6 @@ class Task(Protocol):
 
     name: str
     metric: str  # default validation metric that picks the best checkpoint
-    greater_is_better: bool
 
     def fit(self, train: pd.DataFrame, source: str) -> None: ...
     def check(self, df: pd.DataFrame, source: str) -> None: ...

@@ -13,17 +13,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from tunesmith.data.dataset import row_names
+from tunesmith.data.dataset import label_text, row_names
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import metrics
 from tunesmith.tasks.base import Batch, forward_logits
-
-
-def label_text(value: Any) -> str:
-    """CSV readers turn 1 into 1.0 when a column has gaps; a label is the same label either way."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
 
 
 def _sort_key(label: str) -> tuple[int, float | str]:
@@ -36,7 +29,6 @@ def _sort_key(label: str) -> tuple[int, float | str]:
 class Classification:
     name = "classification"
     metric = "macro_f1"
-    greater_is_better = True
 
     def __init__(self, labels: list[str] | None = None) -> None:
         self.labels = labels or []

@@ -23,7 +23,6 @@ from tunesmith.tasks.base import Batch, forward_logits
 class Multilabel:
     name = "multilabel"
     metric = "micro_f1"
-    greater_is_better = True
 
     def __init__(self, labels: list[str] | None = None, threshold: float = 0.5) -> None:
         self.labels = labels or []

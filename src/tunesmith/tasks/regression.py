@@ -22,7 +22,6 @@ from tunesmith.tasks.base import Batch, forward_logits
 class Regression:
     name = "regression"
     metric = "rmse"
-    greater_is_better = False
 
     def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
         # Standardising the target keeps the head's initial outputs and the loss on a sane scale.

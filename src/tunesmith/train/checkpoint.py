@@ -44,7 +44,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    folder: Path, model: nn.Module, info: dict[str, Any], optimizer: Any = None, scheduler: Any = None
+    folder: Path, model: nn.Module, info: dict[str, Any], optimizer: Any = None, scheduler: Any = None,
+    scaler: Any = None,
 ) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -52,7 +53,8 @@ def save_checkpoint(
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
     if optimizer is not None:
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+             "scaler": scaler.state_dict() if scaler is not None else None},
             tmp / "optimizer.pt",
         )
     (tmp / "state.json").write_text(json.dumps(info, indent=2))
@@ -73,10 +75,14 @@ def recover_checkpoint(folder: Path) -> None:
             return
 
 
-def load_checkpoint(folder: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+def load_checkpoint(
+    folder: Path, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any = None
+) -> dict[str, Any]:
     load_trainable(model, folder)
     extra = torch.load(folder / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
+    if scaler is not None and extra.get("scaler"):
+        scaler.load_state_dict(extra["scaler"])  # fp16's loss scale, so a resume continues where it stopped
     set_rng_state(extra["rng"])
     return json.loads((folder / "state.json").read_text())

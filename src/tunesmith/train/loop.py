@@ -26,6 +26,7 @@ from transformers import get_scheduler
 
 from tunesmith.config import TrainConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.evaluate.metrics import LOWER_IS_BETTER
 from tunesmith.tasks.base import Collator, Task
 from tunesmith.train.checkpoint import load_checkpoint, load_trainable, recover_checkpoint, save_checkpoint
 from tunesmith.utils import is_main_process
@@ -168,7 +169,7 @@ class Trainer:
             recover_checkpoint(last)
             recover_checkpoint(self.ckpt_dir / "best")
         if resume and (last / "state.json").is_file():
-            state = LoopState(**load_checkpoint(last, self.model, self.optimizer, self.scheduler))
+            state = LoopState(**load_checkpoint(last, self.model, self.optimizer, self.scheduler, self.scaler))
         log = RunLog(self.ckpt_dir.parent / "log.jsonl", state.log_lines)
         bar = tqdm(
             total=self.total_steps, initial=state.step, desc="train", unit="step", disable=None, dynamic_ncols=True
@@ -276,12 +277,10 @@ class Trainer:
             self.cfg.precision,
         )
         metrics = self.task.metrics(scores, self.val_targets)
-        if self.metric not in metrics:
-            names = ", ".join(k for k, v in metrics.items() if isinstance(v, float))
-            raise TunesmithError(f"--metric {self.metric!r} is not a {self.task.name} metric; choose one of {names}")
         value = metrics[self.metric]
-        sign = 1 if self.task.greater_is_better else -1
-        improved = state.best_metric is None or sign * (value - state.best_metric) > 0
+        sign = -1 if self.metric in LOWER_IS_BETTER else 1
+        # A NaN (e.g. Spearman of constant predictions) never counts as an improvement.
+        improved = not math.isnan(value) and (state.best_metric is None or sign * (value - state.best_metric) > 0)
         if improved:
             state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
             save_checkpoint(self.ckpt_dir / "best", self.model, {"step": state.step, self.metric: value})
@@ -304,4 +303,6 @@ class Trainer:
 
     def _checkpoint(self, state: LoopState, log: RunLog) -> None:
         state.log_lines = log.lines
-        save_checkpoint(self.ckpt_dir / "last", self.model, dataclasses.asdict(state), self.optimizer, self.scheduler)
+        save_checkpoint(
+            self.ckpt_dir / "last", self.model, dataclasses.asdict(state), self.optimizer, self.scheduler, self.scaler
+        )
