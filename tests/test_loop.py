@@ -277,15 +277,15 @@ def test_optimizer_groups_skip_decay_on_biases_and_norms_and_leave_frozen_out(ti
 # --- 4. early stopping and 5. best-checkpoint restore ---------------------------------------------
 
 
-def scripted_metrics(the_task: Classification, values: list[float]) -> list[float]:
-    """Make the validation metric follow `values`, one per evaluation; returns the values used so far."""
+def scripted_metrics(the_task: Classification, values: list[float], key: str = "macro_f1") -> list[float]:
+    """Make the validation metric `key` follow `values`, one per evaluation; returns the values used so far."""
     used: list[float] = []
     real = the_task.metrics
 
     def metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
         out = real(scores, targets)
         used.append(values[len(used)])
-        return {**out, "macro_f1": used[-1]}
+        return {**out, key: used[-1]}
 
     the_task.metrics = metrics  # type: ignore[method-assign]
     return used
@@ -729,15 +729,7 @@ def test_the_chosen_metric_sets_the_direction_and_nan_never_wins(
     rows = intent_rows(6, seed=5)
     train, validation = examples(tokenizer, rows[:12]), examples(tokenizer, rows[12:])
     the_task = task()
-    values = [float("nan"), 0.9, 0.5, 0.7]
-    real = the_task.metrics
-    calls: list[float] = []
-
-    def metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
-        calls.append(values[len(calls)])
-        return {**real(scores, targets), "rmse": calls[-1]}
-
-    the_task.metrics = metrics  # type: ignore[method-assign]
+    scripted_metrics(the_task, [float("nan"), 0.9, 0.5, 0.7], key="rmse")
     t = trainer(
         classifier(tiny_model, tokenizer),
         tokenizer,
