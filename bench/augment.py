@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # the load report of every fresh head is noise here
     work = Path(tempfile.mkdtemp(prefix="tunesmith-augment-"))
     pool = reviews_table(per_class=400, seed=123)
     test, validation, rest = pool.iloc[:400], pool.iloc[400:500], pool.iloc[500:]

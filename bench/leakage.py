@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # the load report of every fresh head is noise here
     work = Path(tempfile.mkdtemp(prefix="tunesmith-leakage-"))
     data = work / "chatterbot_en.csv"
     table = chatterbot_table("english")
