@@ -131,3 +131,22 @@ def test_label_map_matches_integer_labels_read_as_floats(tmp_path: Path) -> None
     cfg.label_map = ["1=pos", "2=neg"]
     frame = load_file(str(path), cfg, multilabel=False)
     assert frame["label"].tolist() == ["pos", "neg", "pos"]
+
+
+def test_leak_check_error_holds_when_dedup_is_on(tmp_path: Path) -> None:
+    """A bug let --dedup quietly drop the leaking training rows even under --leak-check error."""
+    from tunesmith.data.prepare import prepare_data
+
+    train = _write(tmp_path / "train.csv", [(f"text {i}", "a" if i % 2 else "b") for i in range(20)])
+    test = _write(tmp_path / "test.csv", [("text 3", "a"), ("fresh text", "b")])
+    validation = _write(tmp_path / "validation.csv", [("other text", "a"), ("more text", "b")])
+    cfg = RunConfig().data
+    cfg.train, cfg.validation, cfg.test = str(train), str(validation), str(test)
+    cfg.dedup.enabled = True
+    cfg.leak_check = "error"
+    with pytest.raises(TunesmithError, match="also appear in train"):
+        prepare_data(cfg, "classification", seed=0)
+    cfg.leak_check = "warn"
+    prepared = prepare_data(cfg, "classification", seed=0)
+    assert "text 3" not in prepared.splits.train["text"].tolist()  # dropped from train, recorded
+    assert "leak check" in prepared.removed["step"].tolist()
