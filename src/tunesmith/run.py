@@ -17,7 +17,7 @@ from torch import nn
 from tunesmith.config import RunConfig, from_dict, load_yaml, save_yaml
 from tunesmith.data.dataset import load_file, select_rows
 from tunesmith.data.io import read_table, write_table
-from tunesmith.data.prepare import label_cell, prepare_data
+from tunesmith.data.prepare import prepare_data, with_label_cells
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.baseline import score_baselines
 from tunesmith.models.loading import (
@@ -67,9 +67,7 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
         save_yaml(cfg, run_dir / "config.yaml")
         atomic_write_json(run_dir / "data_manifest.json", prepared.manifest())
         if len(prepared.removed):
-            sep = cfg.data.label_separator
-            removed = prepared.removed.assign(label=prepared.removed["label"].map(lambda v: label_cell(v, sep)))
-            write_table(removed, run_dir / "removed_rows.csv")
+            write_table(with_label_cells(prepared.removed, cfg.data.label_separator), run_dir / "removed_rows.csv")
         atomic_write_json(run_dir / "label_map.json", task.state())
 
     base = _baselines(cfg, run_dir, model, task, tokenizer, train, test, collate, device)

@@ -230,6 +230,11 @@ def _tokens(text: str, language: str) -> list[str]:
     return [tok for run in re.split(r"(\s+)", text) if run for tok in ([run] if run.isspace() else _jieba().lcut(run))]
 
 
+def _word_slots(tokens: list[str]) -> list[int]:
+    """Positions of the words among the tokens (the rest is spaces and punctuation)."""
+    return [i for i, tok in enumerate(tokens) if _is_word(tok)]
+
+
 def _is_word(token: str) -> bool:
     return any(ch.isalnum() for ch in token)
 
@@ -258,7 +263,7 @@ def _synonym(text: str, language: str, rate: float, rng: random.Random) -> str:
 
 def _insert(text: str, language: str, rate: float, rng: random.Random) -> str:
     tokens = _tokens(text, language)
-    slots = [i for i, tok in enumerate(tokens) if _is_word(tok)]
+    slots = _word_slots(tokens)
     if language == "en":
         wordnet = _wordnet()
         pool = [wordnet.synonyms(tokens[i]) for i in slots if tokens[i].islower()]
@@ -269,7 +274,7 @@ def _insert(text: str, language: str, rate: float, rng: random.Random) -> str:
         return text
     for _ in range(_count(rate, len(slots))):
         word = rng.choice(rng.choice(pool))
-        slots = [i for i, tok in enumerate(tokens) if _is_word(tok)]
+        slots = _word_slots(tokens)
         at = rng.choice([*slots, slots[-1] + 1])
         if language == "zh":
             tokens.insert(at, word)
@@ -282,7 +287,7 @@ def _insert(text: str, language: str, rate: float, rng: random.Random) -> str:
 
 def _swap(text: str, language: str, rate: float, rng: random.Random) -> str:
     tokens = _tokens(text, language)
-    slots = [i for i, tok in enumerate(tokens) if _is_word(tok)]
+    slots = _word_slots(tokens)
     if len(slots) < 2:
         return text
     for _ in range(_count(rate, len(slots))):
@@ -293,7 +298,7 @@ def _swap(text: str, language: str, rate: float, rng: random.Random) -> str:
 
 def _delete(text: str, language: str, rate: float, rng: random.Random) -> str:
     tokens = _tokens(text, language)
-    slots = [i for i, tok in enumerate(tokens) if _is_word(tok)]
+    slots = _word_slots(tokens)
     if len(slots) < 2:
         return text
     drop: set[int] = set()

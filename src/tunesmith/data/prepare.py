@@ -222,12 +222,10 @@ def write_prepared(prepared: Prepared, folder: Path, sep: str = "|", suffix: str
     written = []
     for name in SPLITS:
         frame = getattr(prepared.splits, name)
-        out = frame.assign(label=frame["label"].map(lambda v: label_cell(v, sep))) if "label" in frame else frame
         path = folder / f"{name}{suffix}"
-        write_table(out.reset_index(drop=True), path)
+        write_table(with_label_cells(frame, sep).reset_index(drop=True), path)
         written.append(path)
-    removed = prepared.removed
-    write_table(removed.assign(label=removed["label"].map(lambda v: label_cell(v, sep))), folder / "removed.csv")
+    write_table(with_label_cells(prepared.removed, sep), folder / "removed.csv")
     atomic_write_json(folder / "manifest.json", prepared.manifest())
     if prepared.folds:
         atomic_write_json(folder / "folds.json", prepared.folds)
@@ -235,6 +233,8 @@ def write_prepared(prepared: Prepared, folder: Path, sep: str = "|", suffix: str
     return [*written, folder / "removed.csv", folder / "manifest.json"]
 
 
-def label_cell(value: Any, sep: str) -> Any:
-    """Multilabel tuples go back to one `a|b` cell, which `--label-separator` reads again."""
-    return sep.join(map(str, value)) if isinstance(value, tuple) else value
+def with_label_cells(frame: pd.DataFrame, sep: str) -> pd.DataFrame:
+    """The frame as it is written: multilabel tuples become one `a|b` cell, which `--label-separator` reads."""
+    if "label" not in frame:
+        return frame
+    return frame.assign(label=frame["label"].map(lambda v: sep.join(map(str, v)) if isinstance(v, tuple) else v))

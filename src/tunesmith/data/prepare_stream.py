@@ -22,7 +22,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.dataset import row_names, select_rows
 from tunesmith.data.dedup import normalise_key
 from tunesmith.data.io import iter_table
-from tunesmith.data.prepare import label_cell
+from tunesmith.data.prepare import with_label_cells
 from tunesmith.errors import TunesmithError
 from tunesmith.utils import atomic_write_json
 
@@ -138,6 +138,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
         sep = cfg.data.label_separator
         for chunk in iter_table(path, encoding=cfg.data.encoding):
             kept, dropped = _rows(chunk, path, cfg)
+            kept = with_label_cells(kept, sep)
             gone = pd.DataFrame(
                 {
                     "source": path,
@@ -163,7 +164,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
                                 for w, line in zip(why, _lines(path, dup["first"].astype(np.int64)), strict=True)
                             ],
                             "text": kept.loc[dup.index, "text"].to_numpy(),
-                            "label": kept.loc[dup.index, "label"].map(lambda v: label_cell(v, sep)).to_numpy(),
+                            "label": kept.loc[dup.index, "label"].to_numpy(),
                         }
                     ),
                 ]
@@ -173,7 +174,6 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
             split = split_of.reindex(kept.index)
             for name in SPLITS:
                 rows = kept.loc[(split == name).to_numpy(), ["text", "label"]]
-                rows = rows.assign(label=rows["label"].map(lambda v: label_cell(v, cfg.data.label_separator)))
                 rows.to_csv(handles[name], header=False, index=False, lineterminator="\n")
                 counts[name] += len(rows)
     finally:

@@ -44,7 +44,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    folder: Path, model: nn.Module, info: dict[str, Any], optimizer: Any = None, scheduler: Any = None,
+    folder: Path,
+    model: nn.Module,
+    info: dict[str, Any],
+    optimizer: Any = None,
+    scheduler: Any = None,
     scaler: Any = None,
 ) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
@@ -53,8 +57,12 @@ def save_checkpoint(
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
     if optimizer is not None:
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-             "scaler": scaler.state_dict() if scaler is not None else None},
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+            },
             tmp / "optimizer.pt",
         )
     (tmp / "state.json").write_text(json.dumps(info, indent=2))
