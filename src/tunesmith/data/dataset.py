@@ -32,6 +32,11 @@ def row_names(path: str | Path, index: pd.Index, limit: int = 5) -> str:
     return f"{word}s {', '.join(shown)}{more}" if len(index) > 1 else f"{word} {shown[0]}"
 
 
+def row_name(path: str | Path, index: Any) -> str:
+    """Where one row sits in the user's file ("line 7", "record 3")."""
+    return row_names(path, pd.Index([index]))
+
+
 def label_text(value: Any) -> str:
     """CSV readers turn 1 into 1.0 when a column has gaps; a label is the same label either way."""
     if isinstance(value, float) and value.is_integer():

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from tunesmith.config import DataConfig
-from tunesmith.data.dataset import Splits, join_text, row_names, select_rows
+from tunesmith.data.dataset import Splits, join_text, row_name, select_rows
 from tunesmith.data.io import read_table, write_table
 from tunesmith.data.split import holdout
 from tunesmith.errors import TunesmithError
@@ -45,7 +45,7 @@ class _Recorder:
     def drop(self, step: str, source: str, rows: pd.DataFrame, reasons: pd.Series | str) -> None:
         if rows.empty:
             return
-        lines = [row_names(source, pd.Index([i])) for i in rows.index]
+        lines = [row_name(source, i) for i in rows.index]
         frame = pd.DataFrame(
             {
                 "source": source,
@@ -185,8 +185,8 @@ def _check_leaks(splits: Splits, cfg: DataConfig, rec: _Recorder) -> Splits:
     first = leaks[0]
     source = {"train": cfg.train, "validation": cfg.validation or cfg.train, "test": cfg.test or cfg.train}
     where = (
-        f"{first.split} {row_names(source[first.split], pd.Index([first.index]))} ~ "
-        f"{first.other_split} {row_names(source[first.other_split], pd.Index([first.other_index]))}"
+        f"{first.split} {row_name(source[first.split], first.index)} ~ "
+        f"{first.other_split} {row_name(source[first.other_split], first.other_index)}"
     )
     if cfg.dedup.enabled and cfg.leak_check != "error":
         # Deduplication is on, so the user wants unique texts: the training copy goes.

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tunesmith.config import RunConfig
-from tunesmith.data.dataset import row_names, select_rows
+from tunesmith.data.dataset import row_name, select_rows
 from tunesmith.data.dedup import normalise_key
 from tunesmith.data.io import iter_table
 from tunesmith.data.prepare import with_label_cells
@@ -114,10 +114,6 @@ def _settle(table: pd.DataFrame, cfg: RunConfig) -> tuple[pd.Series, pd.DataFram
     return pd.Series(split, index=survivors["row"].to_numpy()), removed, len(conflicted)
 
 
-def _lines(path: str, index: pd.Index) -> list[str]:
-    return [row_names(path, pd.Index([i])) for i in index]
-
-
 def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
     """Write train/validation/test.csv, removed.csv and manifest.json for one large file."""
     check_streamable(cfg)
@@ -142,7 +138,7 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
             gone = pd.DataFrame(
                 {
                     "source": path,
-                    "line": _lines(path, pd.Index([i for i, _ in dropped])),
+                    "line": [row_name(path, i) for i, _ in dropped],
                     "step": "read/clean",
                     "reason": [why for _, why in dropped],
                     "text": "",
@@ -157,11 +153,13 @@ def prepare_stream(cfg: RunConfig, folder: Path) -> dict[str, Any]:
                     pd.DataFrame(
                         {
                             "source": path,
-                            "line": _lines(path, dup.index),
+                            "line": [row_name(path, i) for i in dup.index],
                             "step": "dedup",
                             "reason": [
                                 w + line
-                                for w, line in zip(why, _lines(path, dup["first"].astype(np.int64)), strict=True)
+                                for w, line in zip(
+                                    why, [row_name(path, i) for i in dup["first"].astype(np.int64)], strict=True
+                                )
                             ],
                             "text": kept.loc[dup.index, "text"].to_numpy(),
                             "label": kept.loc[dup.index, "label"].to_numpy(),

@@ -15,21 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunesmith.data.dataset import join_text, lookalike_labels, merge_advice, row_names
+from tunesmith.data.dataset import join_text, lookalike_labels, merge_advice, row_name, row_names
 
 EXAMPLES = 5
 _MOJIBAKE = re.compile(r"[ÃÂâ][\x80-\xbf€™œ]|锟斤拷|烫烫烫|\ufffd")
-
-
-def line_of(path: str, index: Any) -> str:
-    return row_names(path, pd.Index([index]))
 
 
 def examples(path: str, frame: pd.DataFrame, index: list[Any], detail: list[str] | None = None) -> list[dict]:
     out = []
     for i, idx in enumerate(index[:EXAMPLES]):
         text = str(frame.at[idx, "text"]) if "text" in frame and idx in frame.index else ""
-        row = {"where": line_of(path, idx), "text": text[:160]}
+        row = {"where": row_name(path, idx), "text": text[:160]}
         if detail:
             row["detail"] = detail[i]
         out.append(row)
@@ -87,7 +83,7 @@ def label_section(path: str, raw: pd.DataFrame, label_column: str, labels: pd.Se
     section["lookalike_labels"] = lookalike_labels(labels)
     column = raw[label_column]
     missing = raw.index[column.isna() | (column.astype(str).str.strip() == "")]
-    section["missing"] = {"count": len(missing), "examples": [line_of(path, i) for i in missing[:EXAMPLES]]}
+    section["missing"] = {"count": len(missing), "examples": [row_name(path, i) for i in missing[:EXAMPLES]]}
     return section
 
 
@@ -98,7 +94,7 @@ def text_section(path: str, raw: pd.DataFrame, text_columns: list[str], tokenize
     joined = join_text(raw, text_columns)
     frame = pd.DataFrame({"text": joined}, index=raw.index)
     empty = raw.index[joined == ""]
-    section["empty"] = {"count": len(empty), "examples": [line_of(path, i) for i in empty[:EXAMPLES]]}
+    section["empty"] = {"count": len(empty), "examples": [row_name(path, i) for i in empty[:EXAMPLES]]}
     chars = joined.str.len().to_numpy()
     section["chars"] = length_stats(chars[chars > 0])
     if tokenizer is not None:
@@ -162,8 +158,8 @@ def leak_section(frames: dict[str, tuple[str, pd.DataFrame]], dedup_cfg: Any) ->
             {
                 "kind": leak.kind,
                 "similarity": round(float(leak.similarity), 3),
-                "a": f"{leak.split} {line_of(frames[leak.split][0], leak.index)}",
-                "b": f"{leak.other_split} {line_of(frames[leak.other_split][0], leak.other_index)}",
+                "a": f"{leak.split} {row_name(frames[leak.split][0], leak.index)}",
+                "b": f"{leak.other_split} {row_name(frames[leak.other_split][0], leak.other_index)}",
                 "text": str(frames[leak.split][1].at[leak.index, "text"])[:160],
             }
             for leak in leaks[:EXAMPLES]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunesmith.data.dataset import join_text, lookalikes_from_counts, row_names
+from tunesmith.data.dataset import join_text, lookalikes_from_counts, row_name, row_names
 from tunesmith.data.dedup import normalise_key
 from tunesmith.data.io import iter_table
 from tunesmith.data.report import _MOJIBAKE, EXAMPLES, length_stats, scripts_of
@@ -92,11 +92,11 @@ def stream_report(path: str, cfg: Any, tokenizer: Any = None, chunk_rows: int = 
         part["labels"] = _labels(path, acc)
     part["text"] = {
         "numeric_text_columns": [],
-        "empty": {"count": int((lengths == 0).sum()), "examples": [row_names(path, pd.Index([i])) for i in acc.empty]},
+        "empty": {"count": int((lengths == 0).sum()), "examples": [row_name(path, i) for i in acc.empty]},
         "chars": length_stats(lengths[lengths > 0]),
         "encoding_problems": {
             "count": acc.damaged_count,
-            "examples": [{"where": row_names(path, pd.Index([i])), "text": ""} for i in acc.damaged],
+            "examples": [{"where": row_name(path, i), "text": ""} for i in acc.damaged],
         },
         "scripts": acc.scripts,
     }
@@ -127,7 +127,7 @@ def _labels(path: str, acc: _Pass) -> dict[str, Any]:
         "lookalike_labels": lookalikes_from_counts(pd.Series(by_name)),
         "missing": {
             "count": int((ids == -1).sum()),
-            "examples": [row_names(path, pd.Index([i])) for i in acc.missing_label],
+            "examples": [row_name(path, i) for i in acc.missing_label],
         },
     }
 

@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from tunesmith.data.dataset import row_names
+from tunesmith.data.dataset import row_name
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import metrics
 from tunesmith.tasks.base import Batch, forward_logits
@@ -39,7 +39,7 @@ class Multilabel:
             unseen = [label for label in row if label not in known]
             if unseen:
                 raise TunesmithError(
-                    f"{source}: label {unseen[0]!r} ({row_names(source, pd.Index([index]))}) never appears in "
+                    f"{source}: label {unseen[0]!r} ({row_name(source, index)}) never appears in "
                     f"the training data (labels: {', '.join(self.labels)})"
                 )
 
