@@ -32,7 +32,7 @@ from tunesmith.run import evaluate_file, load_run, predict_texts, train_run
 from tunesmith.tasks.base import Collator, encode_texts, make_examples
 from tunesmith.tasks.classification import Classification
 from tunesmith.train.checkpoint import load_checkpoint, trainable_state
-from tunesmith.train.loop import Trainer, build_optimizer, predict_scores, step_batches
+from tunesmith.train.loop import Trainer, build_optimizer, predict_scores, score_evaluator, step_batches
 
 LABELS = sorted(INTENTS)  # what Classification.fit finds: account, refund, shipping
 CPU = torch.device("cpu")
@@ -98,7 +98,10 @@ def trainer(
 ) -> Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(**{"lr": 1e-3, "warmup_ratio": 0.0, "eval_batch_size": 16, **train_cfg})
-    return Trainer(model, the_task or task(), train, validation, cfg, run_dir, CPU, Collator(tokenizer.pad_token_id))
+    the_task = the_task or task()
+    collate = Collator(tokenizer.pad_token_id)
+    evaluate = score_evaluator(the_task, validation, collate, cfg.eval_batch_size, CPU, cfg.precision)
+    return Trainer(model, the_task, train, cfg, run_dir, CPU, collate, evaluate)
 
 
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -744,3 +747,11 @@ def test_the_chosen_metric_sets_the_direction_and_nan_never_wins(
     )
     state = t.fit()
     assert state.best_metric == 0.5 and state.best_step == 3  # lower is better for rmse; NaN at step 1 lost
+
+
+def test_tied_weights_enter_the_optimizer_once() -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=8, d_ff=16, d_kv=4, num_layers=1, num_heads=2))
+    params = [p for g in build_optimizer(model, TrainConfig()).param_groups for p in g["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))

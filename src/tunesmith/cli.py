@@ -23,6 +23,10 @@ EPILOG = """examples:
   tunesmith predict runs/x --text "where is my parcel?"
   tunesmith predict runs/x --input new.csv --output predictions.csv
   tunesmith evaluate runs/x --test test.csv
+  tunesmith train --task sft --model smollm2-135m-instruct --train chats.jsonl --method lora --output runs/chat
+  tunesmith generate runs/chat --prompt "How do I reset my password?"
+  tunesmith chat runs/chat
+  tunesmith export runs/chat --merge --output merged/
 """
 
 
@@ -52,14 +56,38 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", action="append", help="text column(s) of --input; default: the run's")
     predict.add_argument("--device", default="auto")
 
+    generate = sub.add_parser("generate", help="answer prompts with a trained sft or seq2seq run")
+    generate.add_argument("run", help="run folder written by `tunesmith train --task sft|seq2seq`")
+    generate.add_argument("--prompt", action="append", required=True, help="a user message; repeat for several")
+    _sampling_flags(generate)
+
+    chat = sub.add_parser("chat", help="talk to a trained sft run (same chat template as training)")
+    chat.add_argument("run", help="run folder written by `tunesmith train --task sft`")
+    _sampling_flags(chat)
+
+    export = sub.add_parser("export", help="save a trained run as a plain transformers model")
+    export.add_argument("run", help="run folder written by `tunesmith train`")
+    export.add_argument("--output", required=True, help="folder for the exported model")
+    export.add_argument("--merge", action="store_true", help="fold a LoRA/DoRA/IA3 adapter into the base weights")
+    export.add_argument("--device", default="auto")
+
     evaluate = sub.add_parser("evaluate", help="score a trained run on any labelled file")
     evaluate.add_argument("run", help="run folder written by `tunesmith train`")
-    evaluate.add_argument("--test", required=True, help="labelled file with the run's text and label columns")
+    evaluate.add_argument(
+        "--test", required=True, help="labelled file (or conversations, for sft/seq2seq) in the run's columns"
+    )
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
     evaluate.add_argument("--device", default="auto")
 
     demo = sub.add_parser("demo", help="fine-tune a real model on real data, offline, in minutes")
-    demo.add_argument("--output", default="runs/demo", help="run folder (replaced if it exists)")
+    demo.add_argument(
+        "kind",
+        nargs="?",
+        default="classify",
+        choices=("classify", "sft"),
+        help="classify: Chinese sentiment with e5-small (default); sft: LoRA chat tuning of SmolLM2",
+    )
+    demo.add_argument("--output", help="run folder, replaced if it exists (default: runs/demo or runs/demo-sft)")
     demo.add_argument("--quick", action="store_true", help="a smaller run for a smoke test (about a minute)")
 
     data = sub.add_parser("data", help="inspect and prepare labelled text files")
@@ -86,8 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sampling_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--system", help="system message (default: none, or the one the run trained with)")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (deterministic)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling")
+    parser.add_argument("--device", default="auto")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from tunesmith.config import GENERATIVE
     from tunesmith.run import train_run
+    from tunesmith.run_generative import train_generative
 
     raw: dict[str, Any] = {}
     output = getattr(args, "output", None)
@@ -96,8 +135,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.config:
         raw = _merge(raw, load_yaml(args.config))
     cfg = from_dict(apply_overrides(raw, args), args.config or "flags")
-    metrics = train_run(cfg)
-    print_summary(metrics)
+    if cfg.task in GENERATIVE:
+        print_generative_summary(train_generative(cfg))
+    else:
+        print_summary(train_run(cfg))
     print(f"run folder: {cfg.output}")
     return 0
 
@@ -128,6 +169,20 @@ def print_summary(metrics: dict[str, Any]) -> None:
         print(f"{labels[name]:<{width}}  " + "  ".join(f"{m['test'][k]:>9.4f}" for k in keys))
     if "base" in metrics:
         print(f"(base = {labels[metrics['base']['kind']]}: {metrics['base']['description']})")
+
+
+def print_generative_summary(metrics: dict[str, Any]) -> None:
+    """Base beside fine-tuned: answer perplexity on every test row, text metrics on the generated ones."""
+    keys = ("perplexity", "bleu", "chrf", "rougeL", "exact_match")
+    rows = [("base model", metrics.get("base") or {}), ("fine-tuned", metrics["finetuned"]["test"])]
+    print(f"\n{'test split':<12}  " + "  ".join(f"{k:>11}" for k in keys))
+    for name, m in rows:
+        if not m:
+            continue
+        values = {"perplexity": m["perplexity"], **m["generation"]}
+        print(f"{name:<12}  " + "  ".join(f"{values[k]:>11.4f}" for k in keys))
+    n = metrics["finetuned"]["test"]["generation"]["n"]
+    print(f"(perplexity over {metrics['finetuned']['test']['tokens']} answer tokens; text metrics over {n} answers)")
 
 
 def _data_config(args: argparse.Namespace, raw: dict[str, Any]) -> RunConfig:
@@ -212,6 +267,8 @@ def _tokenizer_for(cfg: RunConfig) -> Any:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tunesmith.run import load_run, predict_file, predict_texts
 
+    if _run_task(args.run) in ("sft", "seq2seq"):
+        raise TunesmithError(f"{args.run} generates text: use `tunesmith generate {args.run} --prompt ...`")
     if bool(args.text) == bool(args.input):
         raise TunesmithError("give either --text (repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
@@ -226,22 +283,110 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_task(run: str) -> str:
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise TunesmithError(f"{run} is not a finished tunesmith run (no config.yaml); train one first")
+    return str(load_yaml(path).get("task", "classification"))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tunesmith.run import evaluate_file, load_run
+    from tunesmith.config import GENERATIVE
     from tunesmith.utils import atomic_write_json
 
-    metrics = evaluate_file(load_run(args.run, args.device), args.test)
-    brief = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-    print(json.dumps(brief, indent=2))
+    if _run_task(args.run) in GENERATIVE:
+        from tunesmith.run_generative import evaluate_generative, load_generative_run
+
+        metrics = evaluate_generative(load_generative_run(args.run, args.device), args.test)
+        print_generative_summary({"base": metrics["base"], "finetuned": {"test": metrics["finetuned"]}})
+    else:
+        from tunesmith.run import evaluate_file, load_run
+
+        metrics = evaluate_file(load_run(args.run, args.device), args.test)
+        brief = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+        print(json.dumps(brief, indent=2))
     if args.output:
         atomic_write_json(Path(args.output), metrics)
     return 0
 
 
+def _open_generative(args: argparse.Namespace) -> Any:
+    from tunesmith.config import GENERATIVE
+    from tunesmith.run_generative import load_generative_run
+
+    task = _run_task(args.run)
+    if task not in GENERATIVE:
+        raise TunesmithError(f"{args.run} is a {task} run; `tunesmith predict` labels texts with it")
+    if args.max_new_tokens <= 0 or args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise TunesmithError("need --max-new-tokens > 0, --temperature >= 0 and 0 < --top-p <= 1")
+    import torch
+
+    torch.manual_seed(args.seed)
+    return load_generative_run(args.run, args.device)
+
+
+def _answer(run: Any, history: list[dict[str, str]], args: argparse.Namespace) -> str:
+    return run.lm.generate([history], 1, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)[0]
+
+
+def _opening(run: Any, args: argparse.Namespace) -> list[dict[str, str]]:
+    system = args.system if args.system is not None else run.cfg.data.chat.system_prompt
+    return [{"role": "system", "content": system}] if system else []
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    run = _open_generative(args)
+    for prompt in args.prompt:
+        answer = _answer(run, [*_opening(run, args), {"role": "user", "content": prompt}], args)
+        print(json.dumps({"prompt": prompt, "answer": answer}, ensure_ascii=False))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    run = _open_generative(args)
+    if run.lm.seq2seq:
+        raise TunesmithError("a seq2seq run answers one source at a time: use `tunesmith generate`")
+    history = _opening(run, args)
+    print("chatting with the fine-tuned model; /reset clears the history, /exit (or Ctrl-D) quits")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if line in ("/exit", "/quit"):
+            return 0
+        if line == "/reset":
+            history = _opening(run, args)
+            continue
+        if not line:
+            continue
+        history.append({"role": "user", "content": line})
+        answer = _answer(run, history, args)
+        history.append({"role": "assistant", "content": answer})
+        print(f"model> {answer}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tunesmith.config import GENERATIVE
+    from tunesmith.run_generative import export_run, load_generative_run
+
+    if _run_task(args.run) not in GENERATIVE:
+        raise TunesmithError("export covers sft and seq2seq runs; a classifier's run folder already holds model/")
+    out = export_run(load_generative_run(args.run, args.device), args.output, args.merge)
+    print(f"exported to {out} (load it with transformers' from_pretrained)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.kind == "sft":
+        from tunesmith.demo_sft import run_sft_demo
+
+        run_sft_demo(args.output or "runs/demo-sft", quick=args.quick)
+        return 0
     from tunesmith.demo import run_demo
 
-    run_demo(args.output, quick=args.quick)
+    run_demo(args.output or "runs/demo", quick=args.quick)
     return 0
 
 
@@ -249,8 +394,11 @@ def cmd_models(_: argparse.Namespace) -> int:
     from tunesmith.models.registry import ALIASES
 
     for name, alias in ALIASES.items():
-        print(f"{name:<24} {alias.summary}  [pip: {alias.packages}]")
-    print("\nAny local model folder or Hugging Face hub id works too (the hub needs a network).")
+        print(f"{name:<24} {alias.kind:<8} {alias.summary}  [pip: {alias.packages}]")
+    print(
+        "\nencoder: --task classification/regression/multilabel (or seq2seq, warm-started); causal: --task sft."
+        "\nAny local model folder, .gguf file or Hugging Face hub id works too (the hub needs a network)."
+    )
     return 0
 
 
@@ -272,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         "data": cmd_data,
         "demo": cmd_demo,
         "models": cmd_models,
+        "generate": cmd_generate,
+        "chat": cmd_chat,
+        "export": cmd_export,
     }
     try:
         if args.command != "models":

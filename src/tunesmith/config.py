@@ -17,14 +17,16 @@ from typing import Any
 import yaml
 
 from tunesmith.data.augment import AugmentConfig
+from tunesmith.data.chat import ChatConfig
 from tunesmith.data.clean import CleanConfig
 from tunesmith.data.dedup import DedupConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.metrics import SELECTABLE
 from tunesmith.fields import option
 
-TASKS = ("classification", "regression", "multilabel")
-METHODS = ("full", "lora")
+TASKS = ("classification", "regression", "multilabel", "sft", "seq2seq")
+GENERATIVE = ("sft", "seq2seq")
+METHODS = ("full", "lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -61,6 +63,7 @@ class DataConfig:
     clean: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
 
 
 @dataclass
@@ -75,13 +78,22 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    method: str = option("full", "what trains: all weights, or LoRA adapters plus the head", choices=METHODS)
+    method: str = option(
+        "full",
+        "what trains: all weights, or a peft method (LoRA, DoRA, rsLoRA, IA3, prompt or prefix tuning; "
+        "qlora: LoRA on a 4-bit base, CUDA only); classifiers also train their head",
+        choices=METHODS,
+    )
     lora_r: int = option(8, "LoRA rank")
     lora_alpha: int = option(16, "LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = option(0.1, "dropout on the LoRA input")
     lora_target_modules: list[str] | None = option(
-        None, "module names to adapt; default: peft's choice for the architecture", flag="lora-target"
+        None,
+        "module names to adapt (or all-linear); default: every linear layer of a generative model, "
+        "peft's choice for the architecture otherwise",
+        flag="lora-target",
     )
+    num_virtual_tokens: int = option(20, "prompt and prefix tuning: number of trained virtual tokens")
 
 
 @dataclass
@@ -112,6 +124,8 @@ class TrainConfig:
 class EvalConfig:
     baseline: bool = option(True, "also score the base model (zero-shot and a linear probe) on the test split")
     baseline_max_rows: int = option(4000, "training rows used to fit the linear probe")
+    max_new_tokens: int = option(128, "sft/seq2seq: most tokens generated per test example")
+    generate_max_rows: int = option(200, "sft/seq2seq: test rows scored by generation (0: all); perplexity uses all")
 
 
 @dataclass
@@ -153,6 +167,8 @@ class RunConfig:
             )
         if self.eval.baseline_max_rows < 2:
             raise TunesmithError(f"--baseline-max-rows must be at least 2, got {self.eval.baseline_max_rows}")
+        if self.method.method == "qlora" and self.task not in GENERATIVE:
+            raise TunesmithError("--method qlora applies to --task sft or seq2seq; use --method lora for a classifier")
         if t.epochs <= 0 and t.max_steps <= 0:
             raise TunesmithError("set --epochs or --max-steps above 0")
         return self
@@ -163,10 +179,16 @@ class RunConfig:
         d = self.data
         if not d.train:
             raise TunesmithError("no training data: pass --train FILE (or data.train in the YAML)")
+        if self.task in GENERATIVE:
+            return self._validate_splits()
         if not d.text_columns or not d.label_columns:
             raise TunesmithError("--text-column and --label-column need at least one column each")
         if self.task != "multilabel" and len(d.label_columns) != 1:
             raise TunesmithError(f"--task {self.task} takes one --label-column, got {d.label_columns}")
+        return self._validate_splits()
+
+    def _validate_splits(self) -> RunConfig:
+        d = self.data
         for name, value, given in (("validation", d.validation_size, d.validation), ("test", d.test_size, d.test)):
             if not given and not 0 < value < 0.5:
                 raise TunesmithError(f"--{name}-size must be in (0, 0.5) when no --{name} file is given, got {value}")

@@ -30,7 +30,7 @@ from tunesmith.models.loading import (
 from tunesmith.models.registry import resolve_model
 from tunesmith.tasks import Task, build_task, task_from_state
 from tunesmith.tasks.base import Collator, encode_texts, make_examples
-from tunesmith.train.loop import Trainer, predict_scores
+from tunesmith.train.loop import Trainer, predict_scores, score_evaluator
 from tunesmith.utils import atomic_write_json, is_main_process, pick_device, replace_dir, seed_everything
 
 log = logging.getLogger("tunesmith")
@@ -73,11 +73,12 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
     base = _baselines(cfg, run_dir, model, task, tokenizer, train, test, collate, device)
     model = apply_method(model, cfg.method, cfg.model.freeze_embeddings)
     log.info(trainable_summary(model))
-    trainer = Trainer(model, task, train, validation, cfg.train, run_dir, device, collate)
+    evaluate = score_evaluator(task, validation, collate, cfg.train.eval_batch_size, device, cfg.train.precision)
+    trainer = Trainer(model, task, train, cfg.train, run_dir, device, collate, evaluate)
     state = trainer.fit(resume=cfg.resume)
 
     val_scores = predict_scores(model, task, validation, collate, cfg.train.eval_batch_size, device)
-    val_targets = trainer.val_targets
+    val_targets = torch.stack([ex["labels"] for ex in validation]).numpy()
     task.tune(val_scores, val_targets)
     test_scores = predict_scores(model, task, test, collate, cfg.train.eval_batch_size, device)
     test_targets = torch.stack([ex["labels"] for ex in test]).numpy()
@@ -202,7 +203,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     cfg = from_dict(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
     task = task_from_state(json.loads((run_dir / "label_map.json").read_text(encoding="utf-8")))
     tokenizer = load_tokenizer(str(run_dir / "model"), cfg.model.trust_remote_code)
-    base_path = resolve_model(cfg.model.name) if cfg.method.method == "lora" else ""
+    base_path = resolve_model(cfg.model.name) if cfg.method.method != "full" else ""
     model = load_trained(run_dir, base_path, task.model_kwargs(), cfg.model, cfg.method.method)
     dev = pick_device(device)
     return LoadedRun(cfg, task, model.to(dev).eval(), tokenizer, dev)

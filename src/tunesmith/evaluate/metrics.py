@@ -28,8 +28,10 @@ SELECTABLE = {
         "subset_accuracy",
         "hamming_loss",
     ),
+    "sft": ("loss", "perplexity"),
+    "seq2seq": ("loss", "perplexity"),
 }
-LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "hamming_loss"})
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "hamming_loss", "loss", "perplexity"})
 
 
 def classification(probs: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict:

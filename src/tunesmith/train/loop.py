@@ -2,8 +2,11 @@
 
 Batches are grouped by length and padded per batch; each optimizer step sees exactly `batch_size`
 examples however many micro-batches it is split into, because every micro-batch's summed loss is
-divided by the example count of the whole step. Evaluation picks the best checkpoint, early stopping
-watches it, and an atomic checkpoint after each evaluation lets `--resume` continue bit for bit.
+divided by the target count of the whole step: examples for a classifier, answer tokens for a
+generative model (an example may carry `n_targets`). Averaging per-micro-batch means instead would
+weigh a short answer's tokens more than a long one's. Evaluation (a function the recipe passes in)
+picks the best checkpoint, early stopping watches it, and an atomic checkpoint after each evaluation
+lets `--resume` continue bit for bit.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +67,12 @@ def step_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
+    seen: set[int] = set()  # tied weights (T5's shared embeddings) belong to several modules: add them once
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in seen:
                 continue  # frozen parts stay out of the optimizer: no state, no work
+            seen.add(id(p))
             is_norm = "norm" in type(module).__name__.lower()
             (no_decay if is_norm or name == "bias" else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -126,6 +131,18 @@ def predict_scores(
     return out
 
 
+def score_evaluator(
+    task: Task, examples: list[dict], collate: Collator, batch_size: int, device: torch.device, precision: str
+) -> Callable[[nn.Module], dict[str, Any]]:
+    """Validation for tasks that score examples (classification, regression, multilabel)."""
+    targets = torch.stack([ex["labels"] for ex in examples]).numpy()
+
+    def evaluate(model: nn.Module) -> dict[str, Any]:
+        return task.metrics(predict_scores(model, task, examples, collate, batch_size, device, precision), targets)
+
+    return evaluate
+
+
 class Trainer:
     """Holds what one run's loop needs; `fit` is the loop."""
 
@@ -134,18 +151,16 @@ class Trainer:
         model: nn.Module,
         task: Task,
         train: list[dict],
-        validation: list[dict],
         cfg: TrainConfig,
         run_dir: Path,
         device: torch.device,
-        collate: Collator,
+        collate: Callable[[list[dict]], dict[str, torch.Tensor]],
+        evaluate: Callable[[nn.Module], dict[str, Any]],
     ) -> None:
         if cfg.precision == "fp16" and device.type != "cuda":
             raise TunesmithError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
         self.model, self.task, self.cfg, self.device = model.to(device), task, cfg, device
-        self.train, self.validation = train, validation
-        self.val_targets = torch.stack([ex["labels"] for ex in validation]).numpy()
-        self.collate = collate
+        self.train, self.collate, self.evaluate = train, collate, evaluate
         self.ckpt_dir = run_dir / "checkpoints"
         self.lengths = [len(ex["input_ids"]) for ex in train]
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -223,6 +238,7 @@ class Trainer:
         start = time.perf_counter()
         self.model.train()
         micro = math.ceil(len(step_ids) / self.cfg.grad_accum)
+        step_targets = sum(self.train[j].get("n_targets", 1) for j in step_ids)
         total = torch.zeros((), device=self.device)
         for i in range(0, len(step_ids), micro):
             batch = {
@@ -230,9 +246,9 @@ class Trainer:
             }
             with autocast(self.device, self.cfg.precision):
                 loss_sum, _ = self.task.loss(self.model, batch)
-            # Divide by the whole step's example count, not the micro-batch's: the update then
-            # equals one big batch's, whatever the accumulation.
-            loss = loss_sum / len(step_ids)
+            # Divide by the whole step's target count, not the micro-batch's: the update then
+            # equals one big batch's, whatever the accumulation and however long each answer.
+            loss = loss_sum / max(step_targets, 1)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()
         value = total.item()
@@ -267,16 +283,7 @@ class Trainer:
         return step % every == 0
 
     def _evaluate(self, state: LoopState, log: RunLog) -> None:
-        scores = predict_scores(
-            self.model,
-            self.task,
-            self.validation,
-            self.collate,
-            self.cfg.eval_batch_size,
-            self.device,
-            self.cfg.precision,
-        )
-        metrics = self.task.metrics(scores, self.val_targets)
+        metrics = self.evaluate(self.model)
         value = metrics[self.metric]
         sign = -1 if self.metric in LOWER_IS_BETTER else 1
         # A NaN (e.g. Spearman of constant predictions) never counts as an improvement.

@@ -1,0 +1,74 @@
+"""`tunesmith demo sft`: LoRA chat tuning of SmolLM2-135M-Instruct on real dialogue, offline, on a CPU.
+
+The dialogue is chatterbot-corpus's English conversations: short, opinionated answers in a fixed
+persona ("I am a computer program"), which an instruct model does not give by itself. That is the
+point of SFT here: teach a style and a set of answers, then show perplexity and BLEU/chrF moving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from tunesmith.config import RunConfig
+from tunesmith.errors import TunesmithError
+from tunesmith.models.registry import tunesmith_home
+from tunesmith.utils import atomic_write_text
+
+log = logging.getLogger("tunesmith")
+
+
+def chatterbot_conversations(language: str = "english") -> list[dict]:
+    """Every chatterbot conversation as alternating user/assistant messages (a dangling last line is dropped)."""
+    try:
+        import chatterbot_corpus
+    except ImportError:
+        raise TunesmithError("this data ships in chatterbot-corpus: pip install chatterbot-corpus==1.3.3") from None
+    import yaml
+
+    rows = []
+    for path in sorted((Path(chatterbot_corpus.__file__).parent / "data" / language).glob("*.yml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for turns in doc.get("conversations") or []:
+            turns = [str(t).strip() for t in turns][: len(turns) // 2 * 2]
+            if turns and all(turns):
+                roles = ["user", "assistant"] * (len(turns) // 2)
+                rows.append({"messages": [{"role": r, "content": t} for r, t in zip(roles, turns, strict=True)]})
+    return rows
+
+
+def sft_demo_config(output: str, quick: bool = False) -> RunConfig:
+    data_file = tunesmith_home() / "data" / "chatterbot_english.jsonl"
+    if not data_file.is_file():
+        rows = chatterbot_conversations()
+        atomic_write_text(data_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    cfg = RunConfig(task="sft", output=output, overwrite=True)
+    cfg.data.train = str(data_file)
+    cfg.data.dedup.enabled = True  # the corpus repeats conversations; a repeat in train and test flatters
+    cfg.data.validation_size, cfg.data.test_size = 0.05, 0.1
+    cfg.data.max_length = 256
+    cfg.data.max_train_rows = 200 if quick else 0
+    cfg.model.name = "smollm2-135m-instruct"
+    cfg.method.method = "lora"
+    cfg.method.lora_r, cfg.method.lora_alpha, cfg.method.lora_dropout = 16, 32, 0.05
+    cfg.train.epochs = 1 if quick else 2
+    cfg.train.lr = 5e-4
+    cfg.train.batch_size = 8
+    cfg.train.warmup_ratio = 0.05
+    cfg.train.eval_batch_size = 16
+    cfg.eval.generate_max_rows = 16 if quick else 48
+    cfg.eval.max_new_tokens = 40
+    return cfg
+
+
+def run_sft_demo(output: str, quick: bool = False) -> dict:
+    from tunesmith.cli import print_generative_summary
+    from tunesmith.run_generative import train_generative
+
+    cfg = sft_demo_config(output, quick)
+    log.info("demo: chat tuning of %s with %s on chatterbot dialogue", cfg.model.name, cfg.method.method)
+    metrics = train_generative(cfg)
+    print_generative_summary(metrics)
+    print(f'run folder: {output}   try: tunesmith generate {output} --prompt "Are you a robot?"')
+    return metrics

@@ -1,0 +1,82 @@
+"""Scoring generative models: loss and perplexity on the answers, and batched generation for text metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunesmith.tasks.base import Batch
+
+
+@torch.inference_mode()
+def answer_loss(
+    model: nn.Module,
+    loss: Callable[[nn.Module, Batch], tuple[torch.Tensor, int]],
+    examples: list[dict[str, Any]],
+    collate: Callable[[list[dict[str, Any]]], Batch],
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Mean loss per target token and its perplexity, over every example (long ones included)."""
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        batch = collate([examples[i] for i in order[start : start + batch_size]])
+        loss_sum, n = loss(model, {k: v.to(device) for k, v in batch.items()})
+        total, count = total + float(loss_sum), count + n
+    mean = total / max(count, 1)
+    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": count}
+
+
+@torch.inference_mode()
+def generate_texts(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    seq2seq: bool,
+    device: torch.device,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> list[str]:
+    """Answers to prompts given as token ids, in input order; greedy unless temperature > 0.
+
+    A causal LM's prompts are padded on the left, so every row's last prompt token is the last position
+    and generation continues straight from it.
+    """
+    model.eval()
+    pad = tokenizer.pad_token_id
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    )
+    eos = model.generation_config.eos_token_id if seq2seq else tokenizer.eos_token_id
+    for start in range(0, len(order), batch_size):
+        rows = [prompts[i] for i in order[start : start + batch_size]]
+        longest = max(len(r) for r in rows)
+        ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, r in enumerate(rows):
+            if seq2seq:
+                ids[j, : len(r)], mask[j, : len(r)] = torch.as_tensor(r), 1
+            else:
+                ids[j, longest - len(r) :], mask[j, longest - len(r) :] = torch.as_tensor(r), 1
+        generated = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            **sampling,
+        )
+        new = generated if seq2seq else generated[:, longest:]
+        for j, text in enumerate(tokenizer.batch_decode(new, skip_special_tokens=True)):
+            out[order[start + j]] = text.strip()
+    return out

@@ -1,0 +1,81 @@
+"""Seq2seq fine-tuning (translation, summarisation): the encoder reads the source, the decoder writes the target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tunesmith.data.chat import Conversation
+from tunesmith.errors import TunesmithError
+from tunesmith.tasks.base import Batch
+from tunesmith.tasks.sft import IGNORE
+
+
+def source_target(conv: Conversation) -> tuple[str, str]:
+    """The pair a seq2seq row holds: its (only) user turn and the answer to it."""
+    users = [t["content"] for t in conv if t["role"] == "user"]
+    if len(users) != 1:
+        raise TunesmithError(
+            f"--task seq2seq takes one source and one target per row, got a conversation of {len(users)} user turns; "
+            "train multi-turn dialogue with --task sft"
+        )
+    return users[0], conv[-1]["content"]
+
+
+def source_ids(tokenizer: Any, text: str, max_length: int) -> list[int]:
+    return tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+
+
+def target_ids(tokenizer: Any, model_config: Any, text: str, max_length: int) -> list[int]:
+    """Target tokens as the decoder must produce them: no start token (the decoder is given it), EOS last."""
+    ids = tokenizer(text_target=text, truncation=True, max_length=max_length)["input_ids"]
+    start = model_config.decoder_start_token_id
+    if ids and ids[0] in (start, tokenizer.cls_token_id, tokenizer.bos_token_id) and ids[0] is not None:
+        ids = ids[1:]
+    eos = model_config.eos_token_id
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids = [*ids[: max_length - 1], eos]
+    return ids
+
+
+def encode_pairs(tokenizer: Any, model_config: Any, convs: list[Conversation], max_length: int) -> list[dict[str, Any]]:
+    out = []
+    for conv in convs:
+        source, target = source_target(conv)
+        labels = target_ids(tokenizer, model_config, target, max_length)
+        out.append({"input_ids": source_ids(tokenizer, source, max_length), "labels": labels, "n_targets": len(labels)})
+    return out
+
+
+class Seq2SeqCollator:
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> Batch:
+        src = max(len(it["input_ids"]) for it in items)
+        tgt = max(len(it["labels"]) for it in items)
+        ids = torch.full((len(items), src), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), src), dtype=torch.long)
+        labels = torch.full((len(items), tgt), IGNORE, dtype=torch.long)
+        for row, it in enumerate(items):
+            ids[row, : len(it["input_ids"])] = torch.as_tensor(it["input_ids"])
+            mask[row, : len(it["input_ids"])] = 1
+            labels[row, : len(it["labels"])] = torch.as_tensor(it["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class Seq2Seq:
+    name = "seq2seq"
+    metric = "loss"
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        # With labels, the model builds the decoder input itself (start token + labels shifted right).
+        logits = model(**batch).logits
+        labels = batch["labels"]
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
+        return loss, int((labels != IGNORE).sum())

@@ -1,0 +1,173 @@
+"""End to end on tiny random models: sft and seq2seq train, score base beside fine-tuned, generate, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from tunesmith.cli import main
+from tunesmith.config import RunConfig
+from tunesmith.errors import TunesmithError
+from tunesmith.run_generative import load_generative_run, train_generative
+
+PAIRS = [
+    ("hello how are you", "I am fine, thank you"),
+    ("what is the capital of France?", "Paris is the capital."),
+    ("translate to English: 我喜欢这本书", "I like this book"),
+    ("你好", "你好，今天天气很好。"),
+]
+
+
+def write_chats(path: Path, n: int = 40) -> Path:
+    rows = [
+        {"messages": [{"role": "user", "content": f"{q} {i}"}, {"role": "assistant", "content": a}]}
+        for i in range(n)
+        for q, a in [PAIRS[i % len(PAIRS)]]
+    ]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_pairs(path: Path, n: int) -> Path:
+    import pandas as pd
+
+    rows = [(f"{q} {i}", a) for i in range(n) for q, a in [PAIRS[i % len(PAIRS)]]]
+    pd.DataFrame(rows, columns=["src", "tgt"]).to_csv(path, index=False)
+    return path
+
+
+def sft_config(tiny_lm: str, tmp_path: Path, **method) -> RunConfig:
+    cfg = RunConfig(task="sft", output=str(tmp_path / "run"))
+    cfg.data.train = str(write_chats(tmp_path / "chats.jsonl"))
+    cfg.data.max_length = 64
+    cfg.model.name = tiny_lm
+    cfg.method.method = method.get("method", "lora")
+    cfg.train.epochs, cfg.train.lr, cfg.train.batch_size, cfg.train.eval_batch_size = 3, 5e-3, 8, 8
+    cfg.eval.max_new_tokens = 8
+    return cfg
+
+
+def test_sft_lora_run_end_to_end(tiny_lm: str, tmp_path: Path) -> None:
+    cfg = sft_config(tiny_lm, tmp_path)
+    cfg.data.chat.packing = True
+    metrics = train_generative(cfg)
+    run = Path(cfg.output)
+    for name in ("config.yaml", "metrics.json", "samples.jsonl", "log.jsonl", "model/adapter_model.safetensors"):
+        assert (run / name).is_file(), name
+    base, tuned = metrics["base"], metrics["finetuned"]["test"]
+    assert tuned["perplexity"] < base["perplexity"], "training on the answers must lower their perplexity"
+    assert set(tuned["generation"]) >= {"bleu", "chrf", "rouge1", "rouge2", "rougeL", "exact_match", "n"}
+    assert tuned["generation"]["n"] == metrics["finetuned"]["test"]["generation"]["n"] > 0
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert samples and {"prompt", "reference", "base", "finetuned"} <= set(samples[0])
+    # The saved tokenizer carries the training template, so generation uses the same one.
+    loaded = load_generative_run(run, "cpu")
+    assert loaded.lm.tokenizer.chat_template == AutoTokenizer.from_pretrained(tiny_lm).chat_template
+    answers = loaded.lm.generate([[{"role": "user", "content": "hello how are you 1"}]], 1, 8)
+    assert isinstance(answers[0], str)
+
+
+def test_cli_generate_evaluate_and_export_merge(tiny_lm: str, tmp_path: Path, capsys) -> None:
+    cfg = sft_config(tiny_lm, tmp_path)
+    train_generative(cfg)
+    run = cfg.output
+    assert main(["generate", run, "--prompt", "hello how are you 3", "--max-new-tokens", "5"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["prompt"] == "hello how are you 3" and isinstance(out["answer"], str)
+    test_file = write_chats(tmp_path / "test.jsonl", 8)
+    assert main(["evaluate", run, "--test", str(test_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "base model" in printed and "fine-tuned" in printed
+    merged = tmp_path / "merged"
+    assert main(["export", run, "--merge", "--output", str(merged)]) == 0
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    loaded = load_generative_run(run, "cpu")
+    ids = torch.tensor([loaded.lm.prompt([{"role": "user", "content": "你好 1"}])])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            plain(input_ids=ids).logits, loaded.lm.model(input_ids=ids).logits, atol=1e-5, rtol=1e-4
+        )
+
+
+def test_trained_model_stops_at_eos(tiny_lm: str, tmp_path: Path) -> None:
+    """Every answer ends with EOS in training, so a trained model stops instead of running to max_new_tokens."""
+    cfg = sft_config(tiny_lm, tmp_path, method="full")
+    cfg.train.epochs, cfg.train.lr = 30, 3e-3
+    cfg.eval.baseline = False
+    train_generative(cfg)
+    lm = load_generative_run(cfg.output, "cpu").lm
+    prompt = lm.prompt([{"role": "user", "content": "hello how are you 5"}])
+    out = lm.model.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=40,
+        do_sample=False,
+        eos_token_id=lm.tokenizer.eos_token_id,
+        pad_token_id=lm.tokenizer.pad_token_id,
+    )
+    new = out[0, len(prompt) :].tolist()
+    assert lm.tokenizer.eos_token_id in new and len(new) < 40
+    assert lm.tokenizer.decode(new, skip_special_tokens=True).strip() == "I am fine, thank you"
+
+
+def test_packing_with_prompt_tuning_is_refused(tiny_lm: str, tmp_path: Path) -> None:
+    cfg = sft_config(tiny_lm, tmp_path, method="prompt_tuning")
+    cfg.data.chat.packing = True
+    with pytest.raises(TunesmithError, match="--packing cannot combine"):
+        train_generative(cfg)
+
+
+def test_encoder_for_sft_is_refused(tiny_model: str, tmp_path: Path) -> None:
+    cfg = sft_config(tiny_model, tmp_path)
+    with pytest.raises(TunesmithError, match="not a causal LM"):
+        train_generative(cfg)
+
+
+def test_seq2seq_tiny_t5_end_to_end(tmp_path: Path) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from conftest import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    folder = tmp_path / "t5"
+    config = T5Config(
+        vocab_size=len(tok),
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    cfg = RunConfig(task="seq2seq", output=str(tmp_path / "run"))
+    cfg.data.train = str(write_pairs(tmp_path / "pairs.csv", 40))
+    cfg.data.chat.source_column, cfg.data.chat.target_column = "src", "tgt"
+    cfg.model.name = str(folder)
+    cfg.method.method = "full"
+    cfg.train.epochs, cfg.train.lr, cfg.train.batch_size = 5, 3e-3, 8
+    cfg.eval.max_new_tokens = 8
+    metrics = train_generative(cfg)
+    assert metrics["finetuned"]["test"]["perplexity"] < metrics["base"]["perplexity"]
+    assert metrics["finetuned"]["test"]["generation"]["n"] > 0
+
+
+def test_seq2seq_warm_started_from_an_encoder(tiny_model: str, tmp_path: Path) -> None:
+    cfg = RunConfig(task="seq2seq", output=str(tmp_path / "run"))
+    cfg.data.train = str(write_pairs(tmp_path / "pairs.csv", 40))
+    cfg.data.chat.source_column, cfg.data.chat.target_column = "src", "tgt"
+    cfg.model.name = tiny_model
+    cfg.method.method = "full"
+    cfg.train.epochs, cfg.train.lr, cfg.train.batch_size = 3, 3e-3, 8
+    cfg.eval.max_new_tokens = 6
+    metrics = train_generative(cfg)
+    assert metrics["finetuned"]["test"]["perplexity"] < metrics["base"]["perplexity"]
