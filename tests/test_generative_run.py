@@ -171,3 +171,24 @@ def test_seq2seq_warm_started_from_an_encoder(tiny_model: str, tmp_path: Path) -
     cfg.eval.max_new_tokens = 6
     metrics = train_generative(cfg)
     assert metrics["finetuned"]["test"]["perplexity"] < metrics["base"]["perplexity"]
+
+
+def test_peft_on_a_warm_started_seq2seq_is_refused(tiny_model: str, tmp_path: Path) -> None:
+    cfg = RunConfig(task="seq2seq", output=str(tmp_path / "run"))
+    cfg.data.train = str(write_pairs(tmp_path / "pairs.csv", 40))
+    cfg.model.name = tiny_model
+    cfg.method.method = "lora"
+    with pytest.raises(TunesmithError, match="use --method full"):
+        train_generative(cfg)
+
+
+def test_generate_fills_the_runs_prompt_template(tiny_lm: str, tmp_path: Path) -> None:
+    from tunesmith.run_generative import GenerativeRun
+
+    cfg = RunConfig(task="sft")
+    cfg.data.chat.prompt_template = "Translate to English: {src}"
+    run = GenerativeRun(cfg, lm=None)  # type: ignore[arg-type]
+    assert run.user_turn("你好") == {"role": "user", "content": "Translate to English: 你好"}
+    cfg.data.chat.prompt_template = "{a} and {b}"
+    with pytest.raises(TunesmithError, match="takes 2 columns"):
+        run.user_turn("x")

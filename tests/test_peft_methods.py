@@ -72,7 +72,7 @@ def test_qlora_is_refused_on_cpu_with_advice(tiny_lm: str) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(TunesmithError, match="needs a CUDA GPU; use --method lora"):
-        load_lm(tiny_lm, ModelConfig(name=tiny_lm), "sft", quantize_4bit=True)
+        load_lm(tiny_lm, ModelConfig(name=tiny_lm), "sft", "qlora")
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "ia3"])

@@ -214,3 +214,21 @@ def test_accumulation_equals_one_big_batch_for_very_different_lengths(tiny_lm: s
         (s / n / 4).backward()
     wrong = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     assert not torch.allclose(wrong, reference, atol=1e-5)
+
+
+def test_a_long_answer_after_a_short_question_keeps_the_question() -> None:
+    tok = _tokenizer(build_tiny_tokenizer().chat_template)
+    conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "fine thank you " * 100}]
+    assert len(prompt_ids(tok, conv[:1])) < 128 // 4  # shorter than the context a cut answer keeps
+    enc = encode_conversation(tok, conv, 128, False)
+    assert enc.truncated == "answer" and len(enc.input_ids) == 128
+    assert enc.input_ids[: len(prompt_ids(tok, conv[:1]))] == prompt_ids(tok, conv[:1])
+
+
+def test_a_template_that_refuses_a_conversation_is_one_line() -> None:
+    tok = _tokenizer(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
+    )
+    with pytest.raises(TunesmithError, match=r"cannot render a system/user conversation.*System role not supported"):
+        encode_conversation(tok, [{"role": "system", "content": "s"}, *CONV[1:3]], 64, False)

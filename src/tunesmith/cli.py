@@ -337,7 +337,7 @@ def _opening(run: Any, args: argparse.Namespace) -> list[dict[str, str]]:
 def cmd_generate(args: argparse.Namespace) -> int:
     run = _open_generative(args)
     for prompt in args.prompt:
-        answer = _answer(run, [*_opening(run, args), {"role": "user", "content": prompt}], args)
+        answer = _answer(run, [*_opening(run, args), run.user_turn(prompt)], args)
         print(json.dumps({"prompt": prompt, "answer": answer}, ensure_ascii=False))
     return 0
 
@@ -361,7 +361,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             continue
         if not line:
             continue
-        history.append({"role": "user", "content": line})
+        history.append(run.user_turn(line))
         answer = _answer(run, history, args)
         history.append({"role": "assistant", "content": answer})
         print(f"model> {answer}")

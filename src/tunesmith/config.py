@@ -165,6 +165,8 @@ class RunConfig:
             raise TunesmithError(
                 f"--metric {t.metric!r} is not a {self.task} metric; choose one of {', '.join(SELECTABLE[self.task])}"
             )
+        if self.eval.max_new_tokens <= 0 or self.eval.generate_max_rows < 0 or self.method.num_virtual_tokens <= 0:
+            raise TunesmithError("--max-new-tokens and --num-virtual-tokens must be positive, --generate-max-rows >= 0")
         if self.eval.baseline_max_rows < 2:
             raise TunesmithError(f"--baseline-max-rows must be at least 2, got {self.eval.baseline_max_rows}")
         if self.method.method == "qlora" and self.task not in GENERATIVE:

@@ -52,7 +52,8 @@ def sft_demo_config(output: str, quick: bool = False) -> RunConfig:
     cfg.model.name = "smollm2-135m-instruct"
     cfg.method.method = "lora"
     cfg.method.lora_r, cfg.method.lora_alpha, cfg.method.lora_dropout = 16, 32, 0.05
-    cfg.train.epochs = 1 if quick else 2
+    # One epoch: a measured second epoch only overfit (validation loss 2.77 after one, 2.80 after two).
+    cfg.train.epochs = 1
     cfg.train.lr = 5e-4
     cfg.train.batch_size = 8
     cfg.train.warmup_ratio = 0.05

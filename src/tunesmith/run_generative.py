@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ class Model:
             return source_ids(
                 self.tokenizer, source_target([*history, {"role": "assistant", "content": ""}])[0], self.max_length
             )
-        return prompt_ids(self.tokenizer, history)
+        return prompt_ids(self.tokenizer, history)[-self.max_length :]  # oldest context goes first, as in training
 
     def loss(self, examples: list[dict], batch_size: int) -> dict[str, float]:
         return answer_loss(self.model, self.task.loss, examples, self.collate, batch_size, self.device)
@@ -179,7 +180,7 @@ def train_generative(cfg: RunConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     if cfg.task == "sft":
         set_chat_template(tokenizer, cfg.data.chat.chat_template, cfg.model.name)
-    base = load_lm(model_path, cfg.model, cfg.task, quantize_4bit=cfg.method.method == "qlora").to(device)
+    base = load_lm(model_path, cfg.model, cfg.task, cfg.method.method).to(device)
     lm = Model(base, tokenizer, cfg.task, cfg.data.max_length, device)
     train = lm.encode(splits.train, cfg.data.chat.train_on_prompt, cfg.data.train)
     validation = lm.encode(splits.validation, source="validation")
@@ -278,6 +279,19 @@ class GenerativeRun:
     def is_peft(self) -> bool:
         return self.cfg.method.method in PEFT_METHODS
 
+    def user_turn(self, text: str) -> dict[str, str]:
+        """A user message shaped as in training: through --prompt-template when the run used one."""
+        template = self.cfg.data.chat.prompt_template
+        if not template:
+            return {"role": "user", "content": text}
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        if len(fields) != 1:
+            raise TunesmithError(
+                f"this run's --prompt-template {template!r} takes {len(fields)} columns; a single prompt can fill "
+                "only one: evaluate a file with those columns instead (tunesmith evaluate --test)"
+            )
+        return {"role": "user", "content": template.format(**{fields.pop(): text})}
+
 
 def load_generative_run(run_dir: str | Path, device: str = "auto") -> GenerativeRun:
     run_dir = Path(run_dir)
@@ -290,7 +304,7 @@ def load_generative_run(run_dir: str | Path, device: str = "auto") -> Generative
     if cfg.method.method in PEFT_METHODS:
         from peft import PeftModel
 
-        base = load_lm(resolve_model(cfg.model.name), cfg.model, cfg.task, cfg.method.method == "qlora")
+        base = load_lm(resolve_model(cfg.model.name), cfg.model, cfg.task, cfg.method.method)
         model = PeftModel.from_pretrained(base, run_dir / "model")
     else:
         model = load_lm(str(run_dir / "model"), cfg.model, cfg.task)
@@ -308,6 +322,7 @@ def evaluate_generative(run: GenerativeRun, test_path: str, max_rows: int | None
         with run.lm.model.disable_adapter():
             base = score(run.lm, examples, rows, cfg)
     else:
+        seed_everything(cfg.train.seed)  # a warm-started seq2seq base is random in part: the same draw as training
         original = load_lm(resolve_model(cfg.model.name), cfg.model, cfg.task).to(run.lm.device).eval()
         base = score(
             Model(original, run.lm.tokenizer, cfg.task, cfg.data.max_length, run.lm.device), examples, rows, cfg

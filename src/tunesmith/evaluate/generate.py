@@ -57,7 +57,11 @@ def generate_texts(
     sampling = (
         {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
     )
-    eos = model.generation_config.eos_token_id if seq2seq else tokenizer.eos_token_id
+    eos = _stop_ids(model, tokenizer, seq2seq)
+    # Prompt-learning adapters put virtual tokens before the left padding: one row at a time keeps them
+    # as close to the text as in training.
+    if getattr(model, "peft_config", None) and model.active_peft_config.is_prompt_learning:
+        batch_size = 1
     for start in range(0, len(order), batch_size):
         rows = [prompts[i] for i in order[start : start + batch_size]]
         longest = max(len(r) for r in rows)
@@ -80,3 +84,12 @@ def generate_texts(
         for j, text in enumerate(tokenizer.batch_decode(new, skip_special_tokens=True)):
             out[order[start + j]] = text.strip()
     return out
+
+
+def _stop_ids(model: nn.Module, tokenizer: Any, seq2seq: bool) -> list[int]:
+    """The model's own stop tokens (e.g. <|im_end|> beside </s>) and, for a causal LM, the tokenizer's EOS."""
+    configured = model.generation_config.eos_token_id
+    ids = list(configured) if isinstance(configured, list) else [] if configured is None else [configured]
+    if not seq2seq and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return list(dict.fromkeys(ids))

@@ -65,7 +65,7 @@ def _apply_dropout(config: Any, dropout: float | None) -> None:
                 setattr(config, attr, dropout)
 
 
-def load_lm(path: str, cfg: ModelConfig, task: str, quantize_4bit: bool = False) -> nn.Module:
+def load_lm(path: str, cfg: ModelConfig, task: str, method: str = "full") -> nn.Module:
     """A causal LM for --task sft, or an encoder-decoder for --task seq2seq.
 
     For seq2seq, an encoder-only model (BERT, XLM-R) is warm-started into an encoder-decoder, its own
@@ -93,13 +93,18 @@ def load_lm(path: str, cfg: ModelConfig, task: str, quantize_4bit: bool = False)
         )
     _apply_dropout(config, cfg.dropout)
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
-    if quantize_4bit:
+    if method == "qlora":
         kwargs["quantization_config"] = _four_bit()
     try:
         if task == "sft":
             return AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs)
         if encoder_decoder:
             return AutoModelForSeq2SeqLM.from_pretrained(path, config=config, **kwargs)
+        if method != "full":
+            raise TunesmithError(
+                f"--task seq2seq on the encoder {path} builds new cross-attention and an output layer, which must "
+                f"train with everything else: use --method full, not --method {method}"
+            )
         return _warm_start(path, cfg)
     except (OSError, ValueError, KeyError) as e:
         raise TunesmithError(f"could not load {path} for --task {task}: {_first_line(e)}") from None

@@ -32,8 +32,7 @@ def source_ids(tokenizer: Any, text: str, max_length: int) -> list[int]:
 def target_ids(tokenizer: Any, model_config: Any, text: str, max_length: int) -> list[int]:
     """Target tokens as the decoder must produce them: no start token (the decoder is given it), EOS last."""
     ids = tokenizer(text_target=text, truncation=True, max_length=max_length)["input_ids"]
-    start = model_config.decoder_start_token_id
-    if ids and ids[0] in (start, tokenizer.cls_token_id, tokenizer.bos_token_id) and ids[0] is not None:
+    if ids and ids[0] == model_config.decoder_start_token_id:  # e.g. [CLS] of a warm-started encoder
         ids = ids[1:]
     eos = model_config.eos_token_id
     if eos is not None and (not ids or ids[-1] != eos):

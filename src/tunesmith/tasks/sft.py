@@ -49,12 +49,7 @@ def set_chat_template(tokenizer: Any, choice: str | None, model_name: str) -> No
     elif choice is not None:
         tokenizer.chat_template = choice
     probe = [{"role": "user", "content": "x"}]
-    try:
-        with_prompt = render(tokenizer, probe, generation_prompt=True)
-        without = render(tokenizer, probe, generation_prompt=False)
-    except Exception as e:  # a broken Jinja template raises anything
-        raise TunesmithError(f"the chat template of {model_name} does not render: {e}; pass --chat-template") from None
-    if with_prompt == without:
+    if render(tokenizer, probe, generation_prompt=True) == render(tokenizer, probe, generation_prompt=False):
         raise TunesmithError(
             f"the chat template of {model_name} has no generation prompt (add_generation_prompt changes nothing), "
             "so a generated answer could not be told from the prompt; pass --chat-template plain or a template "
@@ -63,7 +58,14 @@ def set_chat_template(tokenizer: Any, choice: str | None, model_name: str) -> No
 
 
 def render(tokenizer: Any, turns: Conversation, generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+    except Exception as e:  # templates raise their own errors, e.g. "System role not supported"
+        roles = "/".join(t["role"] for t in turns)
+        raise TunesmithError(
+            f"the chat template cannot render a {roles} conversation ({str(e).strip()[:120]}); "
+            "drop --system-prompt or system turns if it refuses them, or pass --chat-template plain"
+        ) from None
 
 
 def pieces(tokenizer: Any, conv: Conversation) -> list[tuple[str, bool]]:
@@ -137,10 +139,9 @@ def _truncate(
     if end - start < max_length:
         keep = slice(end - max_length, end)
         return ids[keep], labels[keep], "prompt"
-    context = max_length // 4  # an answer longer than the window still keeps some of its question
-    keep_ids = ids[start - context : start] + ids[start : start + max_length - context]
-    keep_labels = labels[start - context : start] + labels[start : start + max_length - context]
-    return keep_ids, keep_labels, "answer"
+    # An answer longer than the window still keeps some of its question (up to a quarter of the window).
+    keep = slice(max(0, start - max_length // 4), max(0, start - max_length // 4) + max_length)
+    return ids[keep], labels[keep], "answer"
 
 
 def n_targets(labels: list[int]) -> int:
