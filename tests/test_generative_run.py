@@ -192,3 +192,13 @@ def test_generate_fills_the_runs_prompt_template(tiny_lm: str, tmp_path: Path) -
     cfg.data.chat.prompt_template = "{a} and {b}"
     with pytest.raises(TunesmithError, match="takes 2 columns"):
         run.user_turn("x")
+
+
+def test_resume_of_a_finished_run_reuses_checkpoint_and_baseline(tiny_lm: str, tmp_path: Path) -> None:
+    cfg = sft_config(tiny_lm, tmp_path)
+    first = train_generative(cfg)
+    cfg.resume = True
+    again = train_generative(cfg)
+    assert again["base"] == first["base"]  # from baseline.json, not recomputed
+    assert again["finetuned"]["steps"] == first["finetuned"]["steps"]
+    assert again["finetuned"]["test"]["loss"] == pytest.approx(first["finetuned"]["test"]["loss"], abs=1e-6)
