@@ -389,3 +389,15 @@ def test_metric_must_belong_to_the_task() -> None:
 def test_null_for_a_required_field_is_one_clear_error() -> None:
     with pytest.raises(TunesmithError, match=r"config.train.lr: needs a value"):
         from_dict({"train": {"lr": None}})
+
+
+def test_max_length_default_depends_on_the_task() -> None:
+    from tunesmith.config import RunConfig
+
+    for task, expected in (("classification", 128), ("sft", 1024), ("seq2seq", 1024)):
+        cfg = RunConfig(task=task, output="runs/x")
+        cfg.data.train = "data.csv"
+        assert cfg.validate().data.max_length == expected
+    cfg = RunConfig(task="sft", output="runs/x")
+    cfg.data.train, cfg.data.max_length = "data.csv", 300
+    assert cfg.validate().data.max_length == 300

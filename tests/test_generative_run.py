@@ -202,3 +202,16 @@ def test_resume_of_a_finished_run_reuses_checkpoint_and_baseline(tiny_lm: str, t
     assert again["base"] == first["base"]  # from baseline.json, not recomputed
     assert again["finetuned"]["steps"] == first["finetuned"]["steps"]
     assert again["finetuned"]["test"]["loss"] == pytest.approx(first["finetuned"]["test"]["loss"], abs=1e-6)
+
+
+def test_prompt_tuning_run_generates_one_row_at_a_time(tiny_lm: str, tmp_path: Path) -> None:
+    """Virtual tokens sit before left padding in a batch, so prompt-learning runs generate row by row."""
+    cfg = sft_config(tiny_lm, tmp_path, method="prompt_tuning")
+    cfg.method.num_virtual_tokens = 4
+    metrics = train_generative(cfg)
+    assert metrics["finetuned"]["test"]["perplexity"] < metrics["base"]["perplexity"]
+    lm = load_generative_run(cfg.output, "cpu").lm
+    histories = [[{"role": "user", "content": q}] for q in ("hello how are you 1", "你好 2", "what is the capital?")]
+    together = lm.generate(histories, 3, 6)
+    alone = [lm.generate([h], 1, 6)[0] for h in histories]
+    assert together == alone

@@ -49,7 +49,9 @@ class DataConfig:
     encoding: str | None = option(None, "file encoding when not UTF-8, e.g. gb18030")
     validation_size: float = option(0.1, "fraction held out for validation when no --validation file")
     test_size: float = option(0.1, "fraction held out for test when no --test file")
-    max_length: int = option(128, "maximum tokens per text; longer texts are truncated")
+    max_length: int | None = option(
+        None, "maximum tokens per example; longer ones are truncated (default: 128, or 1024 for sft and seq2seq)"
+    )
     max_train_rows: int = option(0, "use at most this many training rows after the split (0: all)")
     leak_check: str = option(
         "warn",
@@ -194,6 +196,8 @@ class RunConfig:
         for name, value, given in (("validation", d.validation_size, d.validation), ("test", d.test_size, d.test)):
             if not given and not 0 < value < 0.5:
                 raise TunesmithError(f"--{name}-size must be in (0, 0.5) when no --{name} file is given, got {value}")
+        if d.max_length is None:
+            d.max_length = 1024 if self.task in GENERATIVE else 128
         if d.max_length <= 0:
             raise TunesmithError(f"--max-length must be positive, got {d.max_length}")
         bad_map = [m for m in d.label_map if m.count("=") != 1 or not all(p.strip() for p in m.split("="))]
