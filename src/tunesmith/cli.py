@@ -199,6 +199,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if args.data_command == "inspect":
         cfg = _data_config(args, {})
+        if cfg.task in ("sft", "seq2seq"):
+            from tunesmith.data.chat_report import inspect_conversations, render_chat_text
+
+            report = inspect_conversations(cfg, _tokenizer_for(cfg) if cfg.task == "sft" else None)
+            print(render_chat_text(report))
+            if args.report:
+                write_report(report, Path(args.report), render_chat_text(report))
+            return 0
         tokenizer = _tokenizer_for(cfg)
         report = inspect_data(cfg, tokenizer)
         print(render_text(report))
@@ -217,6 +225,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     out = Path(cfg.output)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise TunesmithError(f"output folder {out} already exists; pass --overwrite to replace its files")
+    if cfg.task in ("sft", "seq2seq"):
+        from tunesmith.data.chat_report import write_conversation_splits
+
+        manifest = write_conversation_splits(cfg, out)
+        sizes = manifest["rows"]
+        print(
+            f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']} conversations "
+            f"(exact repeats dropped: {sum(manifest['removed'].values())}); wrote {out}/train|validation|test.jsonl"
+        )
+        return 0
     from tunesmith.data.stream import is_large
 
     if is_large(cfg.data.train):

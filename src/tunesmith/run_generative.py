@@ -20,6 +20,7 @@ from torch import nn
 
 from tunesmith.config import RunConfig, from_dict, load_yaml, save_yaml
 from tunesmith.data.chat import Conversation, load_conversations
+from tunesmith.data.chat_report import prompt_key
 from tunesmith.data.split import holdout
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.generate import answer_loss, generate_texts
@@ -101,10 +102,6 @@ class Model:
 # --- data ----------------------------------------------------------------------------------------
 
 
-def _prompt_key(conv: Conversation) -> str:
-    return "\n".join(t["content"].strip() for t in conv if t["role"] != "assistant")
-
-
 def load_splits(cfg: RunConfig) -> tuple[Splits, dict[str, Any]]:
     """Read the files, drop exact repeats (with --dedup), and split so one prompt never sits in two splits."""
     d = cfg.data
@@ -115,7 +112,7 @@ def load_splits(cfg: RunConfig) -> tuple[Splits, dict[str, Any]]:
         if not path:
             continue
         convs, index = load_conversations(path, d.chat, d.encoding)
-        frame = pd.DataFrame({"conv": convs, "key": [_prompt_key(c) for c in convs]}, index=index)
+        frame = pd.DataFrame({"conv": convs, "key": [prompt_key(c) for c in convs]}, index=index)
         if d.dedup.enabled:
             repeated = frame.assign(full=[json.dumps(c, ensure_ascii=False) for c in convs]).duplicated("full")
             if repeated.any():
@@ -219,7 +216,7 @@ def train_generative(cfg: RunConfig) -> dict[str, Any]:
         },
     }
     samples = [
-        {"prompt": _prompt_key(conv), "reference": conv[-1]["content"], "base": b, "finetuned": f}
+        {"prompt": prompt_key(conv), "reference": conv[-1]["content"], "base": b, "finetuned": f}
         for conv, b, f in zip(gen_rows, base_scores["generations"], tuned["generations"], strict=False)
     ]
     if is_main_process():

@@ -248,8 +248,8 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_html(report: dict[str, Any]) -> str:
-    body = html.escape(render_text(report))
+def render_html(report: dict[str, Any], text: str | None = None) -> str:
+    body = html.escape(render_text(report) if text is None else text)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>tunesmith data report</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:2em}pre{white-space:pre-wrap;line-height:1.5}</style>"
@@ -257,10 +257,11 @@ def render_html(report: dict[str, Any]) -> str:
     )
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
+def write_report(report: dict[str, Any], path: Path, text: str | None = None) -> None:
+    """JSON, or HTML of the text report (`text` when the report is not a classifier's)."""
     from tunesmith.utils import atomic_write_json, atomic_write_text
 
     if path.suffix.lower() in (".html", ".htm"):
-        atomic_write_text(path, render_html(report))
+        atomic_write_text(path, render_html(report, text))
     else:
         atomic_write_json(path, report)
