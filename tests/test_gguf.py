@@ -177,3 +177,43 @@ def test_smollm2_folder_matches_the_gguf_and_keeps_its_chat_template(smollm2: Pa
     with torch.inference_mode():
         expected, got = direct(**ids).logits, converted(**ids).logits
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_lora_sft_on_real_smollm2(smollm2: Path, tmp_path: Path) -> None:
+    """The real ChatML template (with its default system prompt): answer-only labels, then LoRA learns them."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from tunesmith.config import RunConfig
+    from tunesmith.run_generative import train_generative
+    from tunesmith.tasks.sft import IGNORE, encode_conversation, set_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    set_chat_template(tokenizer, None, "smollm2")
+    conv = [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Tuney, a bot."}]
+    enc = encode_conversation(tokenizer, conv, 256, False)
+    assert "You are a helpful AI assistant" in tokenizer.decode(enc.input_ids)  # the template's default system
+    assert tokenizer.decode([t for t in enc.labels if t != IGNORE]) == "I am Tuney, a bot.<|im_end|>\n"
+
+    questions = ["Who are you?", "What is your name?", "Tell me your name.", "Introduce yourself.", "Name, please?"]
+    rows = [
+        {"messages": [{"role": "user", "content": f"{q} ({i})"}, {"role": "assistant", "content": "I am Tuney."}]}
+        for i in range(8)
+        for q in questions
+    ]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = RunConfig(task="sft", output=str(tmp_path / "run"))
+    cfg.data.train, cfg.data.max_length = str(data), 128
+    cfg.model.name = "smollm2-135m-instruct"
+    cfg.method.method = "lora"
+    cfg.train.epochs, cfg.train.lr, cfg.train.batch_size = 3, 2e-3, 8
+    cfg.eval.generate_max_rows, cfg.eval.max_new_tokens = 4, 12
+    metrics = train_generative(cfg)
+    assert metrics["finetuned"]["test"]["perplexity"] < metrics["base"]["perplexity"] / 2
+    tuned, base = metrics["finetuned"]["test"]["generation"], metrics["base"]["generation"]
+    assert tuned["rougeL"] > base["rougeL"] and tuned["exact_match"] >= base["exact_match"]
+    samples = (Path(cfg.output) / "samples.jsonl").read_text(encoding="utf-8")
+    assert "Tuney" in samples
