@@ -60,3 +60,7 @@ def test_prepare_writes_deduplicated_prompt_grouped_splits(tmp_path: Path, capsy
     prompts = {name: {c[0]["content"] for c in convs} for name, convs in splits.items()}
     assert not prompts["train"] & prompts["test"] and not prompts["train"] & prompts["validation"]
     assert json.loads((out / "manifest.json").read_text())["rows"]["train"] == len(splits["train"])
+    removed = [json.loads(line) for line in (out / "removed.jsonl").read_text().splitlines()]
+    assert removed == [
+        {"source": str(path), "line": "line 91", "reason": "exact repeat", "messages": rows[0]["messages"]}
+    ]

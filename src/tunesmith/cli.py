@@ -232,7 +232,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         sizes = manifest["rows"]
         print(
             f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']} conversations "
-            f"(exact repeats dropped: {sum(manifest['removed'].values())}); wrote {out}/train|validation|test.jsonl"
+            f"(exact repeats dropped: {sum(manifest['removed'].values())}, see removed.jsonl); wrote {out}/*.jsonl"
         )
         return 0
     from tunesmith.data.stream import is_large

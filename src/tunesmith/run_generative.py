@@ -21,6 +21,7 @@ from torch import nn
 from tunesmith.config import RunConfig, from_dict, load_yaml, save_yaml
 from tunesmith.data.chat import Conversation, load_conversations
 from tunesmith.data.chat_report import prompt_key
+from tunesmith.data.dataset import row_name
 from tunesmith.data.split import holdout
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.generate import answer_loss, generate_texts
@@ -102,11 +103,15 @@ class Model:
 # --- data ----------------------------------------------------------------------------------------
 
 
-def load_splits(cfg: RunConfig) -> tuple[Splits, dict[str, Any]]:
-    """Read the files, drop exact repeats (with --dedup), and split so one prompt never sits in two splits."""
+def load_splits(cfg: RunConfig) -> tuple[Splits, dict[str, Any], list[dict[str, Any]]]:
+    """Read the files, drop exact repeats (with --dedup), and split so one prompt never sits in two splits.
+
+    Returns the splits, a manifest of counts, and every dropped row with its file, line and reason.
+    """
     d = cfg.data
     frames: dict[str, pd.DataFrame] = {}
     manifest: dict[str, Any] = {"rows": {}, "removed": {}}
+    removed: list[dict[str, Any]] = []
     for name in ("train", "validation", "test"):
         path = getattr(d, name)
         if not path:
@@ -118,6 +123,10 @@ def load_splits(cfg: RunConfig) -> tuple[Splits, dict[str, Any]]:
             if repeated.any():
                 log.info("%s: dropped %d exact repeats of earlier conversations", path, int(repeated.sum()))
                 manifest["removed"][name] = int(repeated.sum())
+                removed += [
+                    {"source": path, "line": row_name(path, i), "reason": "exact repeat", "messages": c}
+                    for i, c in frame.loc[repeated, "conv"].items()
+                ]
             frame = frame[~repeated]
         frames[name] = frame
     train = frames["train"]
@@ -133,7 +142,7 @@ def load_splits(cfg: RunConfig) -> tuple[Splits, dict[str, Any]]:
         train = train.sample(n=d.max_train_rows, random_state=cfg.train.seed)
     splits = Splits(train["conv"].tolist(), frames["validation"]["conv"].tolist(), frames["test"]["conv"].tolist())
     manifest["rows"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
-    return splits, manifest
+    return splits, manifest, removed
 
 
 def _check_leaks(train: pd.DataFrame, frames: dict[str, pd.DataFrame], cfg: RunConfig) -> None:
@@ -148,6 +157,10 @@ def _check_leaks(train: pd.DataFrame, frames: dict[str, pd.DataFrame], cfg: RunC
         if cfg.data.leak_check == "error":
             raise TunesmithError(f"{message}; remove them from the {name} file (or pass --leak-check warn)")
         log.warning("%s; pass --group-split to split them apart", message)
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -170,7 +183,7 @@ def train_generative(cfg: RunConfig) -> dict[str, Any]:
     _check_run_dir(run_dir, cfg)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
-    splits, manifest = load_splits(cfg)
+    splits, manifest, removed = load_splits(cfg)
     log.info("conversations: train %d, validation %d, test %d", *manifest["rows"].values())
 
     model_path = resolve_model(cfg.model.name)
@@ -192,6 +205,8 @@ def train_generative(cfg: RunConfig) -> dict[str, Any]:
     if is_main_process():
         save_yaml(cfg, run_dir / "config.yaml")
         atomic_write_json(run_dir / "data_manifest.json", manifest)
+        if removed:
+            write_jsonl(run_dir / "removed_rows.jsonl", removed)
 
     gen_rows = splits.test[: cfg.eval.generate_max_rows or None]
     base_scores = _cached_baseline(cfg, run_dir, lm, test, gen_rows)
@@ -221,7 +236,7 @@ def train_generative(cfg: RunConfig) -> dict[str, Any]:
     ]
     if is_main_process():
         save_model(lm.model, tokenizer, run_dir / "model")
-        atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+        write_jsonl(run_dir / "samples.jsonl", samples)
         atomic_write_json(run_dir / "metrics.json", metrics)
     for s in samples[:SAMPLES]:
         log.info(
