@@ -64,3 +64,9 @@ def test_prepare_writes_deduplicated_prompt_grouped_splits(tmp_path: Path, capsy
     assert removed == [
         {"source": str(path), "line": "line 91", "reason": "exact repeat", "messages": rows[0]["messages"]}
     ]
+
+
+def test_inspect_for_sft_refuses_an_encoder_tokenizer(tmp_path: Path, capsys) -> None:
+    train = write_chats(tmp_path / "train.jsonl", 4)
+    assert main(["data", "inspect", str(train), "--task", "sft"]) == 2
+    assert "minilm-l6 is an encoder" in capsys.readouterr().err

