@@ -230,3 +230,24 @@ def test_max_length_is_capped_at_the_models_positions(tiny_model: str, tmp_path:
     train_generative(cfg)
     assert "covers 128 positions: --max-length lowered from 1024" in caplog.text
     assert "max_length: 128" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_cli_chat_keeps_history_and_resets(tiny_lm: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    from tunesmith.run_generative import Model
+
+    cfg = sft_config(tiny_lm, tmp_path)
+    cfg.eval.baseline = False
+    train_generative(cfg)
+    seen: list[int] = []
+    original = Model.generate
+
+    def spy(self, histories, *args, **kwargs):
+        seen.append(len(histories[0]))
+        return original(self, histories, *args, **kwargs)
+
+    monkeypatch.setattr(Model, "generate", spy)
+    lines = iter(["hello how are you 1", "你好 2", "/reset", "hello again", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda _prompt: next(lines))
+    assert main(["chat", cfg.output, "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.count("model> ") == 3
+    assert seen == [1, 3, 1]  # the second question sees the first exchange; /reset forgets it
