@@ -401,3 +401,25 @@ def test_max_length_default_depends_on_the_task() -> None:
     cfg = RunConfig(task="sft", output="runs/x")
     cfg.data.train, cfg.data.max_length = "data.csv", 300
     assert cfg.validate().data.max_length == 300
+
+
+def test_every_yaml_example_in_the_readmes_is_a_valid_config() -> None:
+    """The READMEs' YAML blocks are what users copy: each must load and validate (given a training file)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from tunesmith.config import from_dict
+
+    root = Path(__file__).resolve().parent.parent
+    blocks = [
+        block
+        for name in ("README.md", "README_zh.md")
+        for block in re.findall(r"```yaml\n(.*?)```", (root / name).read_text(encoding="utf-8"), flags=re.S)
+    ]
+    assert len(blocks) >= 3
+    for block in blocks:
+        raw = yaml.safe_load(block)
+        raw.setdefault("data", {})["train"] = raw["data"].get("train") or "data.csv"
+        from_dict(raw, "README").validate()
