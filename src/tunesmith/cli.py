@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import RunConfig, add_config_flags, apply_overrides, from_dict, load_yaml, to_dict
+from tunesmith.config import GENERATIVE, RunConfig, add_config_flags, apply_overrides, from_dict, load_yaml, to_dict
 from tunesmith.errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
@@ -124,7 +124,6 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tunesmith.config import GENERATIVE
     from tunesmith.run import train_run
     from tunesmith.run_generative import train_generative
 
@@ -199,7 +198,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if args.data_command == "inspect":
         cfg = _data_config(args, {})
-        if cfg.task in ("sft", "seq2seq"):
+        if cfg.task in GENERATIVE:
             from tunesmith.data.chat_report import inspect_conversations, render_chat_text
             from tunesmith.models.registry import model_kind
 
@@ -232,7 +231,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     out = Path(cfg.output)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise TunesmithError(f"output folder {out} already exists; pass --overwrite to replace its files")
-    if cfg.task in ("sft", "seq2seq"):
+    if cfg.task in GENERATIVE:
         from tunesmith.data.chat_report import write_conversation_splits
 
         manifest = write_conversation_splits(cfg, out)
@@ -292,7 +291,7 @@ def _tokenizer_for(cfg: RunConfig) -> Any:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tunesmith.run import load_run, predict_file, predict_texts
 
-    if _run_task(args.run) in ("sft", "seq2seq"):
+    if _run_task(args.run) in GENERATIVE:
         raise TunesmithError(f"{args.run} generates text: use `tunesmith generate {args.run} --prompt ...`")
     if bool(args.text) == bool(args.input):
         raise TunesmithError("give either --text (repeatable) or --input FILE --output FILE")
@@ -316,7 +315,6 @@ def _run_task(run: str) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tunesmith.config import GENERATIVE
     from tunesmith.utils import atomic_write_json
 
     if _run_task(args.run) in GENERATIVE:
@@ -336,7 +334,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _open_generative(args: argparse.Namespace) -> Any:
-    from tunesmith.config import GENERATIVE
     from tunesmith.run_generative import load_generative_run
 
     task = _run_task(args.run)
@@ -393,7 +390,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tunesmith.config import GENERATIVE
     from tunesmith.run_generative import export_run, load_generative_run
 
     if _run_task(args.run) not in GENERATIVE:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -41,17 +42,22 @@ def reviews_table(per_class: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
-def chatterbot_table(language: str = "english") -> pd.DataFrame:
-    """Every conversation's opening line with its category: a real, heavily repeated intent-style set."""
+def chatterbot_files(language: str) -> Iterator[tuple[Path, dict]]:
+    """chatterbot-corpus's YAML files of one language, parsed: each holds categories and conversations."""
     try:
         import chatterbot_corpus
     except ImportError:
         raise TunesmithError("this data ships in chatterbot-corpus: pip install chatterbot-corpus==1.3.3") from None
     import yaml
 
-    rows = []
     for path in sorted((Path(chatterbot_corpus.__file__).parent / "data" / language).glob("*.yml")):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        yield path, yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def chatterbot_table(language: str = "english") -> pd.DataFrame:
+    """Every conversation's opening line with its category: a real, heavily repeated intent-style set."""
+    rows = []
+    for path, doc in chatterbot_files(language):
         category = (doc.get("categories") or [path.stem])[0]
         rows += [(str(turns[0]), category) for turns in doc.get("conversations") or [] if turns]
     return pd.DataFrame(rows, columns=["text", "label"])

@@ -7,29 +7,20 @@ point of SFT here: teach a style and a set of answers, then show perplexity and 
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 from tunesmith.config import RunConfig
-from tunesmith.errors import TunesmithError
+from tunesmith.demo import chatterbot_files
 from tunesmith.models.registry import tunesmith_home
-from tunesmith.utils import atomic_write_text
+from tunesmith.utils import atomic_write_jsonl
 
 log = logging.getLogger("tunesmith")
 
 
 def chatterbot_conversations(language: str = "english") -> list[dict]:
     """Every chatterbot conversation as alternating user/assistant messages (a dangling last line is dropped)."""
-    try:
-        import chatterbot_corpus
-    except ImportError:
-        raise TunesmithError("this data ships in chatterbot-corpus: pip install chatterbot-corpus==1.3.3") from None
-    import yaml
-
     rows = []
-    for path in sorted((Path(chatterbot_corpus.__file__).parent / "data" / language).glob("*.yml")):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for _, doc in chatterbot_files(language):
         for turns in doc.get("conversations") or []:
             turns = [str(t).strip() for t in turns][: len(turns) // 2 * 2]
             if turns and all(turns):
@@ -41,8 +32,7 @@ def chatterbot_conversations(language: str = "english") -> list[dict]:
 def sft_demo_config(output: str, quick: bool = False) -> RunConfig:
     data_file = tunesmith_home() / "data" / "chatterbot_english.jsonl"
     if not data_file.is_file():
-        rows = chatterbot_conversations()
-        atomic_write_text(data_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_jsonl(data_file, chatterbot_conversations())
     cfg = RunConfig(task="sft", output=output, overwrite=True)
     cfg.data.train = str(data_file)
     cfg.data.dedup.enabled = True  # the corpus repeats conversations; a repeat in train and test flatters

@@ -40,7 +40,7 @@ from tunesmith.tasks.sft import SFT, LMCollator, encode_all, pack, prompt_ids, s
 from tunesmith.train.loop import Trainer
 from tunesmith.utils import (
     atomic_write_json,
-    atomic_write_text,
+    atomic_write_jsonl,
     is_main_process,
     pick_device,
     replace_dir,
@@ -166,10 +166,6 @@ def _check_leaks(train: pd.DataFrame, frames: dict[str, pd.DataFrame], cfg: RunC
         log.warning("%s; pass --group-split to split them apart", message)
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
 # --- training ------------------------------------------------------------------------------------
 
 
@@ -217,7 +213,7 @@ def train_generative(cfg: RunConfig) -> dict[str, Any]:
         save_yaml(cfg, run_dir / "config.yaml")
         atomic_write_json(run_dir / "data_manifest.json", manifest)
         if removed:
-            write_jsonl(run_dir / "removed_rows.jsonl", removed)
+            atomic_write_jsonl(run_dir / "removed_rows.jsonl", removed)
 
     gen_rows = splits.test[: cfg.eval.generate_max_rows or None]
     base_scores = _cached_baseline(cfg, run_dir, lm, test, gen_rows)
@@ -247,7 +243,7 @@ def train_generative(cfg: RunConfig) -> dict[str, Any]:
     ]
     if is_main_process():
         save_model(lm.model, tokenizer, run_dir / "model")
-        write_jsonl(run_dir / "samples.jsonl", samples)
+        atomic_write_jsonl(run_dir / "samples.jsonl", samples)
         atomic_write_json(run_dir / "metrics.json", metrics)
     for s in samples[:SAMPLES]:
         log.info(

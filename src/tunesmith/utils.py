@@ -41,6 +41,10 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def atomic_write_jsonl(path: Path, rows: list[Any]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     """Swap a fully written folder into place; the old one survives until the new one is complete."""
     old = final_dir.with_name(final_dir.name + ".old")

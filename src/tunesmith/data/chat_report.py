@@ -17,7 +17,7 @@ import numpy as np
 from tunesmith.config import RunConfig
 from tunesmith.data.chat import Conversation, load_conversations
 from tunesmith.data.dataset import row_names
-from tunesmith.utils import atomic_write_json
+from tunesmith.utils import atomic_write_json, atomic_write_jsonl
 
 SPLITS = ("train", "validation", "test")
 
@@ -123,12 +123,12 @@ def render_chat_text(report: dict[str, Any]) -> str:
 def write_conversation_splits(cfg: RunConfig, out: Path) -> dict[str, Any]:
     """train/validation/test.jsonl in the messages format, deduplicated and split by prompt; removed.jsonl holds
     every dropped row with its line and reason; manifest.json the counts."""
-    from tunesmith.run_generative import load_splits, write_jsonl
+    from tunesmith.run_generative import load_splits
 
     splits, manifest, removed = load_splits(cfg)
     out.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
-        write_jsonl(out / f"{name}.jsonl", [{"messages": c} for c in getattr(splits, name)])
-    write_jsonl(out / "removed.jsonl", removed)
+        atomic_write_jsonl(out / f"{name}.jsonl", [{"messages": c} for c in getattr(splits, name)])
+    atomic_write_jsonl(out / "removed.jsonl", removed)
     atomic_write_json(out / "manifest.json", manifest)
     return manifest

@@ -66,22 +66,16 @@ def paraphrase_texts(
     batch_size: int = 8,
 ) -> list[str]:
     """One paraphrase per text, in order: its first non-empty generated line (empty if there is none)."""
+    from tunesmith.evaluate.generate import generate_texts
+
     torch.manual_seed(seed)
-    prompts = _prompts(tokenizer, texts, template, seq2seq)
-    out: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True)
-        generated = model.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            top_p=0.9,
-            temperature=0.8,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new = generated if seq2seq else generated[:, batch["input_ids"].shape[1] :]
-        for row in tokenizer.batch_decode(new, skip_special_tokens=True):
-            lines = [line.strip() for line in row.splitlines() if line.strip()]
-            out.append(lines[0] if lines else "")
+    prompts = tokenizer(_prompts(tokenizer, texts, template, seq2seq), truncation=True)["input_ids"]
+    device = next(model.parameters()).device
+    rows = generate_texts(
+        model, tokenizer, prompts, seq2seq, device, batch_size, max_new_tokens, temperature=0.8, top_p=0.9
+    )
+    out = []
+    for row in rows:
+        lines = [line.strip() for line in row.splitlines() if line.strip()]
+        out.append(lines[0] if lines else "")
     return out

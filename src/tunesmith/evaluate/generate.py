@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunesmith.tasks.base import Batch
+from tunesmith.tasks.base import Batch, pad
 
 
 @torch.inference_mode()
@@ -51,7 +51,7 @@ def generate_texts(
     and generation continues straight from it.
     """
     model.eval()
-    pad = tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(prompts)
     sampling = (
@@ -63,24 +63,16 @@ def generate_texts(
     if getattr(model, "peft_config", None) and model.active_peft_config.is_prompt_learning:
         batch_size = 1
     for start in range(0, len(order), batch_size):
-        rows = [prompts[i] for i in order[start : start + batch_size]]
-        longest = max(len(r) for r in rows)
-        ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, r in enumerate(rows):
-            if seq2seq:
-                ids[j, : len(r)], mask[j, : len(r)] = torch.as_tensor(r), 1
-            else:
-                ids[j, longest - len(r) :], mask[j, longest - len(r) :] = torch.as_tensor(r), 1
+        ids, mask = pad([prompts[i] for i in order[start : start + batch_size]], pad_id, left=not seq2seq)
         generated = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
+            pad_token_id=pad_id,
             eos_token_id=eos,
             **sampling,
         )
-        new = generated if seq2seq else generated[:, longest:]
+        new = generated if seq2seq else generated[:, ids.shape[1] :]
         for j, text in enumerate(tokenizer.batch_decode(new, skip_special_tokens=True)):
             out[order[start + j]] = text.strip()
     return out

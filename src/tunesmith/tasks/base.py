@@ -39,6 +39,17 @@ def encode_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[list
     return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
 
 
+def pad(rows: list[list[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded with `value` to the longest one, and the mask of real positions (1) versus padding (0)."""
+    longest = max(len(r) for r in rows)
+    ids = torch.full((len(rows), longest), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(longest - len(r), longest) if left else slice(0, len(r))
+        ids[i, span], mask[i, span] = torch.as_tensor(r, dtype=torch.long), 1
+    return ids, mask
+
+
 class Collator:
     """Dynamic padding: each batch is padded only to its own longest text."""
 
@@ -46,13 +57,7 @@ class Collator:
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict[str, Any]]) -> Batch:
-        longest = max(len(it["input_ids"]) for it in items)
-        ids = torch.full((len(items), longest), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), longest), dtype=torch.long)
-        for row, it in enumerate(items):
-            n = len(it["input_ids"])
-            ids[row, :n] = torch.as_tensor(it["input_ids"])
-            mask[row, :n] = 1
+        ids, mask = pad([it["input_ids"] for it in items], self.pad_id)
         batch = {"input_ids": ids, "attention_mask": mask}
         if "labels" in items[0]:
             batch["labels"] = torch.stack([it["labels"] for it in items])

@@ -10,7 +10,7 @@ from torch import nn
 
 from tunesmith.data.chat import Conversation
 from tunesmith.errors import TunesmithError
-from tunesmith.tasks.base import Batch
+from tunesmith.tasks.base import Batch, pad
 from tunesmith.tasks.sft import IGNORE
 
 
@@ -54,15 +54,8 @@ class Seq2SeqCollator:
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict[str, Any]]) -> Batch:
-        src = max(len(it["input_ids"]) for it in items)
-        tgt = max(len(it["labels"]) for it in items)
-        ids = torch.full((len(items), src), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), src), dtype=torch.long)
-        labels = torch.full((len(items), tgt), IGNORE, dtype=torch.long)
-        for row, it in enumerate(items):
-            ids[row, : len(it["input_ids"])] = torch.as_tensor(it["input_ids"])
-            mask[row, : len(it["input_ids"])] = 1
-            labels[row, : len(it["labels"])] = torch.as_tensor(it["labels"])
+        ids, mask = pad([it["input_ids"] for it in items], self.pad_id)
+        labels, _ = pad([it["labels"] for it in items], IGNORE)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 

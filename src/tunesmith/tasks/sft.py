@@ -19,7 +19,7 @@ from torch import nn
 
 from tunesmith.data.chat import Conversation
 from tunesmith.errors import TunesmithError
-from tunesmith.tasks.base import Batch
+from tunesmith.tasks.base import Batch, pad
 
 log = logging.getLogger("tunesmith")
 
@@ -213,23 +213,13 @@ class LMCollator:
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict[str, Any]]) -> Batch:
-        longest = max(len(it["input_ids"]) for it in items)
-        ids = torch.full((len(items), longest), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(items), longest), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(items), longest), dtype=torch.long)
-        for row, it in enumerate(items):
-            n = len(it["input_ids"])
-            ids[row, :n] = torch.as_tensor(it["input_ids"])
-            labels[row, :n] = torch.as_tensor(it["labels"])
-            mask[row, :n] = 1
+        ids, mask = pad([it["input_ids"] for it in items], self.pad_id)
+        labels, _ = pad([it["labels"] for it in items], IGNORE)
         batch = {"input_ids": ids, "labels": labels}
         if "position_ids" in items[0]:
             # Padding restarts at position 0 too: it becomes one more "example" that no real token sees.
-            pos = torch.zeros((len(items), longest), dtype=torch.long)
-            for row, it in enumerate(items):
-                n = len(it["position_ids"])
-                pos[row, :n] = torch.as_tensor(it["position_ids"])
-                pos[row, n:] = torch.arange(longest - n)
+            longest = ids.shape[1]
+            pos, _ = pad([[*it["position_ids"], *range(longest - len(it["position_ids"]))] for it in items], 0)
             batch["position_ids"] = pos
         else:
             batch["attention_mask"] = mask
