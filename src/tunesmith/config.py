@@ -16,118 +16,16 @@ from typing import Any
 
 import yaml
 
-from tunesmith.data.augment import AugmentConfig
-from tunesmith.data.chat import ChatConfig
-from tunesmith.data.clean import CleanConfig
-from tunesmith.data.dedup import DedupConfig
+from tunesmith.data.config import DataConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.evaluate.config import EvalConfig
 from tunesmith.evaluate.metrics import SELECTABLE
 from tunesmith.fields import option
+from tunesmith.models.config import MethodConfig, ModelConfig
+from tunesmith.train.config import TrainConfig
 
 TASKS = ("classification", "regression", "multilabel", "sft", "seq2seq")
 GENERATIVE = ("sft", "seq2seq")
-METHODS = ("full", "lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
-SCHEDULERS = ("linear", "cosine", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-@dataclass
-class DataConfig:
-    train: str | None = option(None, "training file (csv, tsv, json, jsonl, parquet)")
-    validation: str | None = option(None, "validation file; split from --train when absent")
-    test: str | None = option(None, "test file; split from --train when absent")
-    text_columns: list[str] = option(
-        ["text"], "text column; repeat for several (joined with a newline)", flag="text-column"
-    )
-    label_columns: list[str] = option(
-        ["label"],
-        "label column; for multilabel repeat it for 0/1 columns or give one column of separated labels",
-        flag="label-column",
-    )
-    label_separator: str = option("|", "separator of labels inside one multilabel cell")
-    label_map: list[str] = option([], "rename or merge labels as OLD=NEW; repeat for several", flag="label-map")
-    encoding: str | None = option(None, "file encoding when not UTF-8, e.g. gb18030")
-    validation_size: float = option(0.1, "fraction held out for validation when no --validation file")
-    test_size: float = option(0.1, "fraction held out for test when no --test file")
-    max_length: int | None = option(
-        None, "maximum tokens per example; longer ones are truncated (default: 128, or 1024 for sft and seq2seq)"
-    )
-    max_train_rows: int = option(0, "use at most this many training rows after the split (0: all)")
-    leak_check: str = option(
-        "warn",
-        "texts of validation/test that are also in train (exact or near): warn, stop with an error, or skip",
-        choices=("warn", "error", "off"),
-    )
-    group_split: bool = option(
-        True, "keep near-duplicate texts together in one split when splitting (threshold: --dedup-threshold)"
-    )
-    folds: int = option(0, "data prepare: also write K cross-validation folds of train to folds.json (0: none)")
-    clean: CleanConfig = field(default_factory=CleanConfig)
-    dedup: DedupConfig = field(default_factory=DedupConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    chat: ChatConfig = field(default_factory=ChatConfig)
-
-
-@dataclass
-class ModelConfig:
-    name: str = option("minilm-l6", "model alias, local folder or hub id", flag="model")
-    dropout: float | None = option(None, "hidden and attention dropout; default: the model's own")
-    freeze_embeddings: bool | None = option(
-        None, "freeze the token embeddings; default: on when they hold over two thirds of the weights"
-    )
-    trust_remote_code: bool = option(False, "run code shipped with a hub model (only for models you trust)")
-
-
-@dataclass
-class MethodConfig:
-    method: str = option(
-        "full",
-        "what trains: all weights, or a peft method (LoRA, DoRA, rsLoRA, IA3, prompt or prefix tuning; "
-        "qlora: LoRA on a 4-bit base, CUDA only); classifiers also train their head",
-        choices=METHODS,
-    )
-    lora_r: int = option(8, "LoRA rank")
-    lora_alpha: int = option(16, "LoRA scaling numerator (scale = alpha / r)")
-    lora_dropout: float = option(0.1, "dropout on the LoRA input")
-    lora_target_modules: list[str] | None = option(
-        None,
-        "module names to adapt (or all-linear); default: every linear layer of a generative model, "
-        "peft's choice for the architecture otherwise",
-        flag="lora-target",
-    )
-    num_virtual_tokens: int = option(20, "prompt and prefix tuning: number of trained virtual tokens")
-
-
-@dataclass
-class TrainConfig:
-    epochs: float = option(3.0, "passes over the training data")
-    max_steps: int = option(0, "stop after this many optimizer steps (0: no limit)")
-    lr: float = option(2e-5, "peak learning rate")
-    batch_size: int = option(32, "examples per optimizer step (split over --grad-accum micro-batches)")
-    grad_accum: int = option(1, "micro-batches per optimizer step; the update equals the full batch's")
-    weight_decay: float = option(0.01, "AdamW weight decay (never on biases and norms)")
-    warmup_ratio: float = option(0.1, "fraction of steps with linear warmup")
-    scheduler: str = option("linear", "learning-rate decay after warmup", choices=SCHEDULERS)
-    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: off)")
-    precision: str = option("fp32", "bf16 autocast (CPU or GPU) or fp16 (GPU only)", choices=PRECISIONS)
-    eval_every: int = option(0, "evaluate every N optimizer steps (0: at the end of each epoch)")
-    checkpoint_every: int = option(0, "checkpoint every N optimizer steps (0: at each evaluation)")
-    patience: int = option(0, "stop after N evaluations without improvement (0: never stop early)")
-    metric: str | None = option(None, "validation metric that picks the best checkpoint; default per task")
-    seed: int = option(42, "seed for splits, shuffling, dropout and initialisation")
-    device: str = option("auto", "cpu, cuda, cuda:1 or auto")
-    eval_batch_size: int = option(64, "batch size for evaluation and prediction")
-    class_weights: str = option(
-        "none", "classification: weight the loss by inverse class frequency (balanced)", choices=("none", "balanced")
-    )
-
-
-@dataclass
-class EvalConfig:
-    baseline: bool = option(True, "also score the base model (zero-shot and a linear probe) on the test split")
-    baseline_max_rows: int = option(4000, "training rows used to fit the linear probe")
-    max_new_tokens: int = option(128, "sft/seq2seq: most tokens generated per test example")
-    generate_max_rows: int = option(200, "sft/seq2seq: test rows scored by generation (0: all); perplexity uses all")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from torch import nn
 from tunesmith.config import RunConfig, from_dict, load_yaml, save_yaml
 from tunesmith.data.dataset import load_file, select_rows
 from tunesmith.data.io import read_table, write_table
-from tunesmith.data.prepare import prepare_data, with_label_cells
+from tunesmith.data.prepare import prepare_data
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.baseline import score_baselines
 from tunesmith.models.loading import (
@@ -28,6 +28,7 @@ from tunesmith.models.loading import (
     trainable_summary,
 )
 from tunesmith.models.registry import resolve_model
+from tunesmith.rows import with_label_cells
 from tunesmith.tasks import Task, build_task, task_from_state
 from tunesmith.tasks.base import Collator, encode_texts, make_examples
 from tunesmith.train.loop import Trainer, predict_scores, score_evaluator

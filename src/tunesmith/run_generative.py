@@ -14,15 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import nn
 
 from tunesmith.config import RunConfig, from_dict, load_yaml, save_yaml
 from tunesmith.data.chat import Conversation, load_conversations
-from tunesmith.data.chat_report import prompt_key
-from tunesmith.data.dataset import row_name
-from tunesmith.data.split import holdout
+from tunesmith.data.conversations import load_splits, prompt_key
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.generate import answer_loss, generate_texts
 from tunesmith.evaluate.generation import text_metrics
@@ -51,13 +48,6 @@ log = logging.getLogger("tunesmith")
 
 _PEFT_TASK_TYPE = {"sft": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 SAMPLES = 5  # generations kept side by side (base vs fine-tuned) in samples.jsonl and the log
-
-
-@dataclass
-class Splits:
-    train: list[Conversation]
-    validation: list[Conversation]
-    test: list[Conversation]
 
 
 @dataclass
@@ -107,65 +97,6 @@ class Model:
         )
 
 
-# --- data ----------------------------------------------------------------------------------------
-
-
-def load_splits(cfg: RunConfig) -> tuple[Splits, dict[str, Any], list[dict[str, Any]]]:
-    """Read the files, drop exact repeats (with --dedup), and split so one prompt never sits in two splits.
-
-    Returns the splits, a manifest of counts, and every dropped row with its file, line and reason.
-    """
-    d = cfg.data
-    frames: dict[str, pd.DataFrame] = {}
-    manifest: dict[str, Any] = {"rows": {}, "removed": {}}
-    removed: list[dict[str, Any]] = []
-    for name in ("train", "validation", "test"):
-        path = getattr(d, name)
-        if not path:
-            continue
-        convs, index = load_conversations(path, d.chat, d.encoding)
-        frame = pd.DataFrame({"conv": convs, "key": [prompt_key(c) for c in convs]}, index=index)
-        if d.dedup.enabled:
-            repeated = frame.assign(full=[json.dumps(c, ensure_ascii=False) for c in convs]).duplicated("full")
-            if repeated.any():
-                log.info("%s: dropped %d exact repeats of earlier conversations", path, int(repeated.sum()))
-                manifest["removed"][name] = int(repeated.sum())
-                removed += [
-                    {"source": path, "line": row_name(path, i), "reason": "exact repeat", "messages": c}
-                    for i, c in frame.loc[repeated, "conv"].items()
-                ]
-            frame = frame[~repeated]
-        frames[name] = frame
-    train = frames["train"]
-    for name, share, seed in (
-        ("test", d.test_size, cfg.train.seed),
-        ("validation", d.validation_size, cfg.train.seed + 1),
-    ):
-        if name not in frames:
-            groups = train["key"] if d.group_split else None
-            train, frames[name] = holdout(train, share, seed, name, stratify=False, groups=groups)
-    _check_leaks(train, frames, cfg)
-    if d.max_train_rows and len(train) > d.max_train_rows:
-        train = train.sample(n=d.max_train_rows, random_state=cfg.train.seed)
-    splits = Splits(train["conv"].tolist(), frames["validation"]["conv"].tolist(), frames["test"]["conv"].tolist())
-    manifest["rows"] = {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)}
-    return splits, manifest, removed
-
-
-def _check_leaks(train: pd.DataFrame, frames: dict[str, pd.DataFrame], cfg: RunConfig) -> None:
-    if cfg.data.leak_check == "off":
-        return
-    seen = set(train["key"])
-    for name in ("validation", "test"):
-        leaked = int(frames[name]["key"].isin(seen).sum())
-        if not leaked:
-            continue
-        message = f"{leaked} of {len(frames[name])} {name} prompts also appear in train, so {name} scores flatter"
-        if cfg.data.leak_check == "error":
-            raise TunesmithError(f"{message}; remove them from the {name} file (or pass --leak-check warn)")
-        log.warning("%s; pass --group-split to split them apart", message)
-
-
 # --- training ------------------------------------------------------------------------------------
 
 
@@ -186,7 +117,7 @@ def train_generative(cfg: RunConfig) -> dict[str, Any]:
     _check_run_dir(run_dir, cfg)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
-    splits, manifest, removed = load_splits(cfg)
+    splits, manifest, removed = load_splits(cfg.data, cfg.train.seed)
     log.info("conversations: train %d, validation %d, test %d", *manifest["rows"].values())
 
     model_path = resolve_model(cfg.model.name)

@@ -25,6 +25,7 @@ import pandas as pd
 from tunesmith.data.io import read_table
 from tunesmith.errors import TunesmithError
 from tunesmith.fields import option
+from tunesmith.rows import row_name, row_names
 
 log = logging.getLogger("tunesmith")
 
@@ -129,9 +130,6 @@ class _Row:
     cells: dict[str, Any]
 
     def fail(self, problem: str) -> TunesmithError:
-        # Imported here: dataset.py imports config.py, which imports this module for ChatConfig.
-        from tunesmith.data.dataset import row_name
-
         return TunesmithError(f"{self.source}: {row_name(self.source, self.index)}: {problem}")
 
     def text(self, column: str) -> str | None:
@@ -214,8 +212,6 @@ def _drop_blank_rows(df: pd.DataFrame, source: str) -> pd.DataFrame:
     # nothing to learn or to fix, so it is skipped as dataset.py skips empty texts: counted and named, never silently.
     blank = df.isna().all(axis=1)
     if blank.any():
-        from tunesmith.data.dataset import row_names  # late for the same reason as in _Row.fail
-
         count = int(blank.sum())
         log.warning(
             "%s: skipped %d blank row%s (%s)",

@@ -16,15 +16,11 @@ import numpy as np
 
 from tunesmith.config import RunConfig
 from tunesmith.data.chat import Conversation, load_conversations
-from tunesmith.data.dataset import row_names
+from tunesmith.data.conversations import load_splits, prompt_key
+from tunesmith.rows import row_names
 from tunesmith.utils import atomic_write_json, atomic_write_jsonl
 
 SPLITS = ("train", "validation", "test")
-
-
-def prompt_key(conv: Conversation) -> str:
-    """Everything the model is shown: two rows with the same key ask the same thing."""
-    return "\n".join(t["content"].strip() for t in conv if t["role"] != "assistant")
 
 
 def _file_section(path: str, convs: list[Conversation], index: Any, cfg: RunConfig, tokenizer: Any) -> dict:
@@ -123,9 +119,7 @@ def render_chat_text(report: dict[str, Any]) -> str:
 def write_conversation_splits(cfg: RunConfig, out: Path) -> dict[str, Any]:
     """train/validation/test.jsonl in the messages format, deduplicated and split by prompt; removed.jsonl holds
     every dropped row with its line and reason; manifest.json the counts."""
-    from tunesmith.run_generative import load_splits
-
-    splits, manifest, removed = load_splits(cfg)
+    splits, manifest, removed = load_splits(cfg.data, cfg.train.seed)
     out.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         atomic_write_jsonl(out / f"{name}.jsonl", [{"messages": c} for c in getattr(splits, name)])

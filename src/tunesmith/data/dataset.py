@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from tunesmith.config import DataConfig
+from tunesmith.data.config import DataConfig
 from tunesmith.data.io import read_table
 from tunesmith.errors import TunesmithError
+from tunesmith.rows import join_text, label_text, plural_rows, row_names
 
 log = logging.getLogger("tunesmith")
 
@@ -21,39 +20,6 @@ class Splits:
     train: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
-
-
-def row_names(path: str | Path, index: pd.Index, limit: int = 5) -> str:
-    """Where rows sit in the user's file, in the file's own terms (CSV lines count the header)."""
-    suffix = Path(path).suffix.lower()
-    offset, word = {".csv": (2, "line"), ".tsv": (2, "line"), ".jsonl": (1, "line")}.get(suffix, (1, "record"))
-    shown = [str(i + offset) for i in list(index)[:limit]]
-    more = f" and {len(index) - limit} more" if len(index) > limit else ""
-    return f"{word}s {', '.join(shown)}{more}" if len(index) > 1 else f"{word} {shown[0]}"
-
-
-def row_name(path: str | Path, index: Any) -> str:
-    """Where one row sits in the user's file ("line 7", "record 3")."""
-    return row_names(path, pd.Index([index]))
-
-
-def label_text(value: Any) -> str:
-    """CSV readers turn 1 into 1.0 when a column has gaps; a label is the same label either way."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
-
-
-def join_text(df: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """The text of each row: its text columns stripped and joined with a newline (missing cells are empty)."""
-    parts = [df[c].astype("string").fillna("").str.strip() for c in columns]
-    # Vectorised: a row-wise Python join is the slowest step of reading a large file.
-    text = parts[0].str.cat(parts[1:], sep="\n").str.strip() if len(parts) > 1 else parts[0]
-    return text.astype(str)
-
-
-def _rows(n: int) -> str:
-    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def load_file(path: str, cfg: DataConfig, multilabel: bool, need_labels: bool = True) -> pd.DataFrame:
@@ -80,7 +46,9 @@ def select_rows(
     out = pd.DataFrame({"text": join_text(df, cfg.text_columns)}, index=df.index)
     empty = out.index[out["text"] == ""]
     if len(empty):
-        log.warning("%s: dropped %s with empty or missing text (%s)", path, _rows(len(empty)), row_names(path, empty))
+        log.warning(
+            "%s: dropped %s with empty or missing text (%s)", path, plural_rows(len(empty)), row_names(path, empty)
+        )
     keep = out["text"] != ""
     if need_labels:
         labels = _labels(df, cfg, multilabel)
@@ -88,7 +56,9 @@ def select_rows(
             warn_lookalike_labels(labels, path)
         no_label = out.index[labels.isna() & keep]
         if len(no_label):
-            log.warning("%s: dropped %s with no label (%s)", path, _rows(len(no_label)), row_names(path, no_label))
+            log.warning(
+                "%s: dropped %s with no label (%s)", path, plural_rows(len(no_label)), row_names(path, no_label)
+            )
         keep &= labels.notna()
         out["label"] = labels
     out = out[keep]

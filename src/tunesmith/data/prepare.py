@@ -14,11 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from tunesmith.config import DataConfig
-from tunesmith.data.dataset import Splits, join_text, row_name, select_rows
+from tunesmith.data.config import DataConfig
+from tunesmith.data.dataset import Splits, select_rows
 from tunesmith.data.io import read_table, write_table
 from tunesmith.data.split import holdout
 from tunesmith.errors import TunesmithError
+from tunesmith.rows import join_text, row_name, with_label_cells
 
 log = logging.getLogger("tunesmith")
 
@@ -231,10 +232,3 @@ def write_prepared(prepared: Prepared, folder: Path, sep: str = "|", suffix: str
         atomic_write_json(folder / "folds.json", prepared.folds)
         written.append(folder / "folds.json")
     return [*written, folder / "removed.csv", folder / "manifest.json"]
-
-
-def with_label_cells(frame: pd.DataFrame, sep: str) -> pd.DataFrame:
-    """The frame as it is written: multilabel tuples become one `a|b` cell, which `--label-separator` reads."""
-    if "label" not in frame:
-        return frame
-    return frame.assign(label=frame["label"].map(lambda v: sep.join(map(str, v)) if isinstance(v, tuple) else v))

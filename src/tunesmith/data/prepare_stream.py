@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from tunesmith.config import RunConfig
-from tunesmith.data.dataset import row_name, select_rows
+from tunesmith.data.dataset import select_rows
 from tunesmith.data.dedup import normalise_key
 from tunesmith.data.io import iter_table
-from tunesmith.data.prepare import with_label_cells
 from tunesmith.errors import TunesmithError
+from tunesmith.rows import row_name, with_label_cells
 from tunesmith.utils import atomic_write_json
 
 log = logging.getLogger("tunesmith")

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunesmith.data.dataset import join_text, lookalike_labels, merge_advice, row_name, row_names
+from tunesmith.data.dataset import lookalike_labels, merge_advice
+from tunesmith.rows import join_text, row_name, row_names
 
 EXAMPLES = 5
 _MOJIBAKE = re.compile(r"[ÃÂâ][\x80-\xbf€™œ]|锟斤拷|烫烫烫|\ufffd")

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunesmith.data.dataset import join_text, lookalikes_from_counts, row_name, row_names
+from tunesmith.data.dataset import lookalikes_from_counts
 from tunesmith.data.dedup import normalise_key
 from tunesmith.data.io import iter_table
 from tunesmith.data.report import _MOJIBAKE, EXAMPLES, length_stats, scripts_of
+from tunesmith.rows import join_text, row_name, row_names
 
 # Files above this size are inspected in one streaming pass (read_table would hold them whole).
 STREAM_BYTES = 256 * 1024**2

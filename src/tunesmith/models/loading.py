@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from tunesmith.config import MethodConfig, ModelConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.models.config import MethodConfig, ModelConfig
 
 log = logging.getLogger("tunesmith")
 

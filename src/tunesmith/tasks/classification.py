@@ -13,9 +13,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from tunesmith.data.dataset import label_text, row_names
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import metrics
+from tunesmith.rows import label_text, row_names
 from tunesmith.tasks.base import Batch, forward_logits
 
 

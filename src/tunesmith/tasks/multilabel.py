@@ -14,9 +14,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from tunesmith.data.dataset import row_name
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import metrics
+from tunesmith.rows import row_name
 from tunesmith.tasks.base import Batch, forward_logits
 
 

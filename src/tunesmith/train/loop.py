@@ -27,11 +27,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from tunesmith.config import TrainConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.metrics import LOWER_IS_BETTER
 from tunesmith.tasks.base import Collator, Task
 from tunesmith.train.checkpoint import load_checkpoint, load_trainable, recover_checkpoint, save_checkpoint
+from tunesmith.train.config import TrainConfig
 from tunesmith.utils import is_main_process
 
 _SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
