@@ -20,11 +20,11 @@ import pandas as pd
 from tunesmith.config import RunConfig
 from tunesmith.data.io import write_table
 from tunesmith.demo import reviews_table
-from tunesmith.run import train_run
+from tunesmith.recipes.classifier import train_run
 
 
 def run(train: Path, validation: Path, test: Path, out: Path, augment: bool, seed: int, epochs: int) -> float:
-    cfg = RunConfig(output=str(out), overwrite=True)
+    cfg = RunConfig(output=str(out))
     cfg.data.train, cfg.data.validation, cfg.data.test = str(train), str(validation), str(test)
     cfg.data.max_length = 64
     cfg.data.leak_check = "off"  # the pools are disjoint by construction
@@ -37,7 +37,7 @@ def run(train: Path, validation: Path, test: Path, out: Path, augment: bool, see
     cfg.train.batch_size = 16
     cfg.train.seed = seed
     cfg.eval.baseline = False
-    return train_run(cfg)["finetuned"]["test"]["macro_f1"]
+    return train_run(cfg, overwrite=True)["finetuned"]["test"]["macro_f1"]
 
 
 def main() -> None:

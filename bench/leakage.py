@@ -20,11 +20,11 @@ from tunesmith.data.dedup import cross_split_leaks
 from tunesmith.data.io import write_table
 from tunesmith.data.prepare import prepare_data
 from tunesmith.demo import chatterbot_table
-from tunesmith.run import train_run
+from tunesmith.recipes.classifier import train_run
 
 
 def config(data: Path, out: Path, clean: bool, epochs: int) -> RunConfig:
-    cfg = RunConfig(output=str(out), overwrite=True)
+    cfg = RunConfig(output=str(out))
     cfg.data.train = str(data)
     cfg.data.test_size = cfg.data.validation_size = 0.15
     cfg.data.group_split = clean
@@ -64,7 +64,7 @@ def main() -> None:
             {x.index if x.split == "test" else x.other_index for x in leaks if "train" in (x.split, x.other_split)}
         )
         start = time.perf_counter()
-        test = train_run(cfg)["finetuned"]["test"]
+        test = train_run(cfg, overwrite=True)["finetuned"]["test"]
         rows.append(
             (
                 name,

@@ -584,7 +584,7 @@ def test_error_line_numbers_are_the_files_own(
 
 
 def test_unknown_hub_model_fails_fast(cli: Callable[..., Result], tmp_path: Path) -> None:
-    import tunesmith.run  # noqa: F401 - the import's own seconds are not the answer's
+    import tunesmith.recipes.classifier  # noqa: F401 - the import's own seconds are not the answer's
 
     write_intents(tmp_path / "intents.csv")
     start = time.monotonic()
@@ -604,22 +604,24 @@ def test_near_miss_alias_suggests_the_real_one(cli: Callable[..., Result], tmp_p
 
 def test_existing_output_needs_overwrite(cli: Callable[..., Result], tiny_model: str, tmp_path: Path) -> None:
     write_intents(tmp_path / "intents.csv", per_class=10)
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "keep.txt").write_text("old run", encoding="utf-8")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("the user's file", encoding="utf-8")
+    # A folder tunesmith did not make is never replaced, --overwrite or not.
+    for extra in ([], ["--overwrite"]):
+        one_error_line(
+            cli(*train_args(tiny_model, "intents.csv", "notes", *extra, *FAST)), "notes", "not a folder tunesmith made"
+        )
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["keep.txt"]
 
+    assert cli(*train_args(tiny_model, "intents.csv", "run", *FAST)).code == 0
     one_error_line(
-        cli(*train_args(tiny_model, "intents.csv", "run", *FAST)),
-        "run folder run already exists",
-        "--overwrite",
-        "--resume",
+        cli(*train_args(tiny_model, "intents.csv", "run", *FAST)), "--output run already exists", "--overwrite"
     )
-    assert (tmp_path / "run" / "keep.txt").read_text(encoding="utf-8") == "old run"
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["keep.txt"]
-
+    first = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
     result = cli(*train_args(tiny_model, "intents.csv", "run", "--overwrite", *FAST))
     assert result.code == 0, result.err
-    assert not (tmp_path / "run" / "keep.txt").exists()
-    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns != first
+    assert not (tmp_path / "run.next").exists()
 
 
 def test_overwrite_keeps_the_old_run_when_the_new_input_is_bad(
@@ -630,6 +632,7 @@ def test_overwrite_keeps_the_old_run_when_the_new_input_is_bad(
     A typo in --train with --overwrite destroys a finished run and trains nothing in its place.
     """
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("task: classification\n", encoding="utf-8")  # a run, as of 0.1
     (tmp_path / "run" / "metrics.json").write_text("{}", encoding="utf-8")
     one_error_line(cli(*train_args(tiny_model, "typo.csv", "run", "--overwrite", *FAST)), "typo.csv", "not found")
     assert (tmp_path / "run" / "metrics.json").is_file()

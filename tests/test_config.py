@@ -221,7 +221,7 @@ def test_unknown_nested_field_is_named_with_its_section() -> None:
         ({"train": {"lr": "fast"}}, "train.lr"),
         ({"train": {"epochs": [1, 2]}}, "train.epochs"),
         ({"train": {"batch_size": "eight"}}, "train.batch_size"),
-        ({"overwrite": "yes please"}, "overwrite"),
+        ({"data": {"group_split": "yes please"}}, "data.group_split"),
         ({"eval": {"baseline": 1}}, "eval.baseline"),
         ({"train": 3}, "train"),
         ({"model": "minilm-l6"}, "model"),
@@ -297,7 +297,7 @@ def test_batch_size_must_be_a_multiple_of_grad_accum() -> None:
     [
         ([], "--train FILE"),
         (["--train", "d.csv"], "--output DIR"),
-        (["--train", "d.csv", "--output", "r", "--lr", "0"], "--lr must be positive"),
+        (["--train", "d.csv", "--output", "r", "--lr", "0"], "--lr must be above 0"),
         (["--train", "d.csv", "--output", "r", "--test-size", "0.5"], "--test-size"),
         (["--train", "d.csv", "--output", "r", "--label-column", "a", "--label-column", "b"], "one --label-column"),
         (["--train", "d.csv", "--output", "r", "--epochs", "0"], "--epochs or --max-steps"),
@@ -397,10 +397,11 @@ def test_max_length_default_depends_on_the_task() -> None:
     for task, expected in (("classification", 128), ("sft", 1024), ("seq2seq", 1024)):
         cfg = RunConfig(task=task, output="runs/x")
         cfg.data.train = "data.csv"
-        assert cfg.validate().data.max_length == expected
+        assert cfg.resolved().data.max_length == expected
+        assert cfg.data.max_length is None  # resolving fills a copy; the config given stays as it was
     cfg = RunConfig(task="sft", output="runs/x")
     cfg.data.train, cfg.data.max_length = "data.csv", 300
-    assert cfg.validate().data.max_length == 300
+    assert cfg.resolved().data.max_length == 300
 
 
 def test_every_yaml_example_in_the_readmes_is_a_valid_config() -> None:

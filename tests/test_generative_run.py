@@ -12,7 +12,8 @@ from transformers import AutoTokenizer
 from tunesmith.cli import main
 from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
-from tunesmith.run_generative import load_generative_run, train_generative
+from tunesmith.inference import load_generative_run
+from tunesmith.recipes.generative import train_generative
 
 PAIRS = [
     ("hello how are you", "I am fine, thank you"),
@@ -163,7 +164,7 @@ def test_peft_on_a_warm_started_seq2seq_is_refused(tiny_model: str, tmp_path: Pa
 
 
 def test_generate_fills_the_runs_prompt_template(tiny_lm: str, tmp_path: Path) -> None:
-    from tunesmith.run_generative import GenerativeRun
+    from tunesmith.inference import GenerativeRun
 
     cfg = RunConfig(task="sft")
     cfg.data.chat.prompt_template = "Translate to English: {src}"
@@ -177,8 +178,7 @@ def test_generate_fills_the_runs_prompt_template(tiny_lm: str, tmp_path: Path) -
 def test_resume_of_a_finished_run_reuses_checkpoint_and_baseline(tiny_lm: str, tmp_path: Path) -> None:
     cfg = sft_config(tiny_lm, tmp_path)
     first = train_generative(cfg)
-    cfg.resume = True
-    again = train_generative(cfg)
+    again = train_generative(cfg, resume=True)
     assert again["base"] == first["base"]  # from baseline.json, not recomputed
     assert again["finetuned"]["steps"] == first["finetuned"]["steps"]
     assert again["finetuned"]["test"]["loss"] == pytest.approx(first["finetuned"]["test"]["loss"], abs=1e-6)
@@ -213,7 +213,7 @@ def test_max_length_is_capped_at_the_models_positions(tiny_model: str, tmp_path:
 
 
 def test_cli_chat_keeps_history_and_resets(tiny_lm: str, tmp_path: Path, monkeypatch, capsys) -> None:
-    from tunesmith.run_generative import Model
+    from tunesmith.evaluate.generative import LanguageModel as Model
 
     cfg = sft_config(tiny_lm, tmp_path)
     cfg.eval.baseline = False

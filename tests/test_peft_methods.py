@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunesmith.config import MethodConfig, ModelConfig
 from tunesmith.errors import TunesmithError
-from tunesmith.models.loading import apply_method, load_lm
+from tunesmith.models.loading import apply_method, load_classifier, load_lm, load_trained
 from tunesmith.tasks.sft import SFT, LMCollator, encode_all
 
 CONVS = [
@@ -105,3 +105,80 @@ def test_adapter_save_load_and_merge_give_identical_logits(tiny_lm: str, tmp_pat
             trained,
         )
         torch.testing.assert_close(plain(**inputs).logits, trained, atol=1e-5, rtol=1e-4)
+
+
+# --- weights the base checkpoint lacks ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bert_without_pooler(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny BERT saved without its pooler, as many encoder checkpoints are: a classifier on it gets a new one."""
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("bert-no-pooler")
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return str(folder)
+
+
+HEAD = {"num_labels": 3}
+
+
+def _classifier_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 64, (6, 10), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "prompt_tuning"])
+def test_a_new_pooler_trains_saves_and_reloads_exactly(bert_without_pooler: str, tmp_path, method: str) -> None:
+    """Fails before: peft trained and saved only `classifier`; the new pooler stayed random and frozen, and
+    every load drew another one, so the reloaded run scored differently from the trained one, and each load
+    differently from the last."""
+    cfg = ModelConfig(name=bert_without_pooler)
+    torch.manual_seed(0)
+    model = apply_method(load_classifier(bert_without_pooler, HEAD, cfg, 0), MethodConfig(method=method), None)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("pooler.dense" in n for n in trainable), sorted(trainable)
+    pooler_before = {n: p.detach().clone() for n, p in model.named_parameters() if "pooler.dense" in n}
+    batch = _classifier_batch()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    params = dict(model.named_parameters())
+    assert any(not torch.equal(params[n], before) for n, before in pooler_before.items()), "the pooler did not train"
+    model.eval()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        trained = model(**inputs).logits
+    model.save_pretrained(tmp_path / "model")
+
+    loads = []
+    for seed in (1, 2):  # each load initialises the missing weights from another draw
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            loads.append(load_trained(tmp_path, bert_without_pooler, HEAD, cfg, method).eval()(**inputs).logits)
+    assert torch.equal(loads[0], trained) and torch.equal(loads[1], trained)
+
+
+def test_an_adapter_without_the_new_weights_is_refused_at_load(bert_without_pooler: str, tmp_path) -> None:
+    """Fails before: such an adapter (as older tunesmith saved it) loaded, with a random pooler each time."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(bert_without_pooler, **HEAD)
+    get_peft_model(base, LoraConfig(task_type="SEQ_CLS")).save_pretrained(tmp_path / "model")
+    with pytest.raises(TunesmithError) as caught:
+        load_trained(tmp_path, bert_without_pooler, HEAD, ModelConfig(name=bert_without_pooler), "lora")
+    message = str(caught.value)
+    assert "\n" not in message and "bert.pooler.dense" in message and "train this run again" in message

@@ -11,7 +11,7 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
-from tunesmith.run import train_run
+from tunesmith.recipes.classifier import train_run
 
 
 def _cfg(tmp_path: Path, model: str, data: Path, precision: str, device: str = "cpu") -> RunConfig:

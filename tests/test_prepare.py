@@ -627,7 +627,16 @@ def test_cli_data_prepare_then_train(cli, repeated: Path, tiny_model: str, tmp_p
     out = tmp_path / "prepared"
     code, stdout, err = cli("data", "prepare", "--train", repeated, "--output", out, "--model", tiny_model)
     assert code == 0, err
-    files = ["train.csv", "validation.csv", "test.csv", "removed.csv", "manifest.json", "report.html", "report.json"]
+    files = [
+        "train.csv",
+        "validation.csv",
+        "test.csv",
+        "removed.csv",
+        "manifest.json",
+        "report.html",
+        "report.json",
+        "tunesmith.json",
+    ]
     assert sorted(p.name for p in out.iterdir()) == sorted(files)
     assert "removed.csv" in stdout
     removed = read_csv(out / "removed.csv")
@@ -679,7 +688,12 @@ def test_cli_data_prepare_no_dedup_and_overwrite(cli, repeated: Path, tiny_model
     out.mkdir()
     (out / "old.txt").write_text("x")
     base = ["data", "prepare", "--train", repeated, "--output", out, "--model", tiny_model, "--no-dedup"]
-    code, _, err = cli(*base, "--overwrite")
+    code, _, err = cli(*base, "--overwrite")  # a folder tunesmith did not make is never replaced
+    one_error_line(code, err, str(out), "not a folder tunesmith made", "old.txt")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    (out / "old.txt").unlink()
+    assert cli(*base)[0] == 0
+    code, _, err = cli(*base, "--overwrite")  # an earlier prepare is
     assert code == 0, err
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert not any(s["step"].startswith("dedup") for s in manifest["steps"])

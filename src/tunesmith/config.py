@@ -7,6 +7,7 @@ can set anything and a flag overrides it. Validation happens once, in `RunConfig
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import types
 import typing
@@ -20,20 +21,16 @@ from tunesmith.data.config import DataConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.config import EvalConfig
 from tunesmith.evaluate.metrics import SELECTABLE
-from tunesmith.fields import option
+from tunesmith.fields import check_range, option
 from tunesmith.models.config import MethodConfig, ModelConfig
+from tunesmith.tasks import TASK_NAMES, TASKS, is_generative
 from tunesmith.train.config import TrainConfig
-
-TASKS = ("classification", "regression", "multilabel", "sft", "seq2seq")
-GENERATIVE = ("sft", "seq2seq")
 
 
 @dataclass
 class RunConfig:
-    task: str = option("classification", "what the model predicts", choices=TASKS)
+    task: str = option("classification", "what the model predicts", choices=TASK_NAMES)
     output: str | None = option(None, "run folder to create")
-    overwrite: bool = option(False, "replace an existing run folder")
-    resume: bool = option(False, "continue the run in --output from its last checkpoint")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -41,67 +38,50 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> RunConfig:
-        _check_choices(self)
-        d, t = self.data, self.train
-        if not d.train:
-            raise TunesmithError("no training data: pass --train FILE (or data.train in the YAML)")
+        """Every section checks itself, then what spans sections; nothing is read or changed."""
+        self.validate_data()
         if not self.output:
             raise TunesmithError("no run folder: pass --output DIR (or output in the YAML)")
-        self.validate_data()
-        positive = {
-            "--batch-size": t.batch_size,
-            "--grad-accum": t.grad_accum,
-            "--lr": t.lr,
-            "--eval-batch-size": t.eval_batch_size,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise TunesmithError(f"{name} must be positive, got {value}")
-        if t.batch_size % t.grad_accum:
-            raise TunesmithError(f"--batch-size {t.batch_size} is not a multiple of --grad-accum {t.grad_accum}")
+        self.model.validate()
+        self.method.validate()
+        self.train.validate()
+        self.eval.validate()
+        t = self.train
         if t.class_weights != "none" and self.task != "classification":
             raise TunesmithError(f"--class-weights applies to classification, not --task {self.task}")
         if t.metric is not None and t.metric not in SELECTABLE[self.task]:
             raise TunesmithError(
                 f"--metric {t.metric!r} is not a {self.task} metric; choose one of {', '.join(SELECTABLE[self.task])}"
             )
-        if self.eval.max_new_tokens <= 0 or self.eval.generate_max_rows < 0 or self.method.num_virtual_tokens <= 0:
-            raise TunesmithError("--max-new-tokens and --num-virtual-tokens must be positive, --generate-max-rows >= 0")
-        if self.eval.baseline_max_rows < 2:
-            raise TunesmithError(f"--baseline-max-rows must be at least 2, got {self.eval.baseline_max_rows}")
-        if self.method.method == "qlora" and self.task not in GENERATIVE:
+        if self.method.method == "qlora" and not is_generative(self.task):
             raise TunesmithError("--method qlora applies to --task sft or seq2seq; use --method lora for a classifier")
-        if t.epochs <= 0 and t.max_steps <= 0:
-            raise TunesmithError("set --epochs or --max-steps above 0")
         return self
 
     def validate_data(self) -> RunConfig:
         """The checks `data inspect` and `data prepare` need too (they have no run folder or training)."""
         _check_choices(self)
-        d = self.data
-        if not d.train:
-            raise TunesmithError("no training data: pass --train FILE (or data.train in the YAML)")
-        if self.task in GENERATIVE:
-            return self._validate_splits()
-        if not d.text_columns or not d.label_columns:
-            raise TunesmithError("--text-column and --label-column need at least one column each")
-        if self.task != "multilabel" and len(d.label_columns) != 1:
-            raise TunesmithError(f"--task {self.task} takes one --label-column, got {d.label_columns}")
-        return self._validate_splits()
-
-    def _validate_splits(self) -> RunConfig:
-        d = self.data
-        for name, value, given in (("validation", d.validation_size, d.validation), ("test", d.test_size, d.test)):
-            if not given and not 0 < value < 0.5:
-                raise TunesmithError(f"--{name}-size must be in (0, 0.5) when no --{name} file is given, got {value}")
-        if d.max_length is None:
-            d.max_length = 1024 if self.task in GENERATIVE else 128
-        if d.max_length <= 0:
-            raise TunesmithError(f"--max-length must be positive, got {d.max_length}")
-        bad_map = [m for m in d.label_map if m.count("=") != 1 or not all(p.strip() for p in m.split("="))]
-        if bad_map:
-            raise TunesmithError(f"--label-map {bad_map[0]!r} is not OLD=NEW")
+        self.data.validate(self.task, is_generative(self.task))
+        check_range("seed", self.train.seed, at_least=0, below=2**32)
         return self
+
+    def resolved(self, data_only: bool = False) -> RunConfig:
+        """A validated copy with every default that depends on the task filled in; `self` stays as given.
+
+        `data_only` checks only what the data commands need (they have no run folder or training)."""
+        self.validate_data() if data_only else self.validate()
+        out = copy.deepcopy(self)
+        if out.data.max_length is None:
+            out.data.max_length = default_max_length(out.task)
+        return out
+
+
+def default_max_length(task: str) -> int:
+    return TASKS[task].default_max_length
+
+
+def choices_of(f: dataclasses.Field) -> tuple[str, ...]:
+    """A field's choices as they are now (tasks can be registered after the config module is imported)."""
+    return tuple(f.metadata.get("choices") or ())
 
 
 def _check_choices(cfg: Any) -> None:
@@ -109,9 +89,9 @@ def _check_choices(cfg: Any) -> None:
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             _check_choices(value)
-        elif f.metadata.get("choices") and value not in f.metadata["choices"]:
+        elif f.metadata.get("choices") and value not in choices_of(f):
             flag = f.metadata.get("flag") or f.name.replace("_", "-")
-            raise TunesmithError(f"--{flag} must be one of {', '.join(f.metadata['choices'])}; got {value!r}")
+            raise TunesmithError(f"--{flag} must be one of {', '.join(choices_of(f))}; got {value!r}")
 
 
 # --- YAML ---------------------------------------------------------------------------------------
@@ -121,7 +101,21 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
+# Commands, not settings: a config file that says `overwrite: true` would carry a delete into every run
+# that reuses it. Runs saved before these became flags have `false` in their config.yaml, which is harmless.
+COMMAND_FLAGS = ("overwrite", "resume")
+
+
+def from_dict(raw: dict[str, Any], source: str = "config", saved: bool = False) -> RunConfig:
+    """Build a config from YAML data; `saved` marks a run's own config.yaml, which may carry old fields."""
+    if isinstance(raw, dict):
+        raw = dict(raw)
+        for name in COMMAND_FLAGS:
+            if raw.pop(name, False) and not saved:
+                raise TunesmithError(
+                    f"{source}: {name} is a command, not a setting: remove it from the file and pass --{name} "
+                    "on the command line when you mean it"
+                )
     return _build(RunConfig, raw, source)
 
 
@@ -212,23 +206,68 @@ def flag_name(path: tuple[str, ...], f: Any) -> str:
     return f.metadata.get("flag") or path[-1].replace("_", "-")
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; defaults are SUPPRESSed so only flags given override the YAML."""
+@dataclass(frozen=True)
+class CommandFlags:
+    """The config fields a command takes (dotted prefixes) and the defaults it sets differently from a run's."""
+
+    takes: tuple[str, ...]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def wants(self, path: tuple[str, ...]) -> bool:
+        dotted = ".".join(path)
+        return any(dotted == p or dotted.startswith(p + ".") for p in self.takes)
+
+    def base(self) -> dict[str, Any]:
+        """The command's own defaults as a nested YAML-like mapping, under any config file and flags."""
+        out: dict[str, Any] = {}
+        for dotted, value in self.defaults.items():
+            _set(out, dotted.split("."), value)
+        return out
+
+
+TRAIN = CommandFlags(("task", "output", "data", "model", "method", "train", "eval"))
+DATA_INSPECT = CommandFlags(("task", "data", "model.name", "model.trust_remote_code"))
+DATA_PREPARE = CommandFlags(
+    ("task", "output", "data", "model.name", "model.trust_remote_code", "train.seed"),
+    {"data.clean.enabled": True, "data.dedup.enabled": True},
+)
+
+_GROUP_TITLES = {
+    "run": "run",
+    "data": "data: files, columns and splits",
+    "data.clean": "data cleaning",
+    "data.dedup": "duplicates, near duplicates and label conflicts",
+    "data.augment": "augmentation of the training split",
+    "data.chat": "conversations (--task sft or seq2seq)",
+    "model": "model",
+    "method": "method: what trains",
+    "train": "training loop",
+    "eval": "evaluation",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, command: CommandFlags = TRAIN) -> None:
+    """One flag per config field the command takes, grouped by section; defaults are SUPPRESSed so only the
+    flags given override the YAML, and the help shows the command's own default."""
     groups: dict[str, Any] = {}
     for path, f, hint in _leaf_fields(RunConfig):
-        section = path[0] if len(path) > 1 else "run"
-        group = groups.setdefault(section, parser.add_argument_group(f"{section} options"))
+        if not command.wants(path):
+            continue
+        section = ".".join(path[:-1]) or "run"
+        title = _GROUP_TITLES.get(section, section)
+        group = groups.setdefault(section, parser.add_argument_group(f"{title} options"))
         dest = ".".join(path)
         base = _strip_optional(hint)
         help_text = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = command.defaults.get(dest, default)
         kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(base) is list:
             kwargs.update(action="append", metavar=path[-1].upper().rstrip("S"))
         else:
-            kwargs.update(type=base, choices=f.metadata.get("choices"), metavar=None)
+            kwargs.update(type=base, choices=choices_of(f) or None, metavar=None)
             if not f.metadata.get("choices"):
                 kwargs["metavar"] = base.__name__.upper()
         group.add_argument(f"--{flag_name(path, f)}", help=f"{help_text} (default: {default})", **kwargs)
@@ -236,19 +275,46 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Merge parsed flags (dotted dests) into a nested YAML dict; flags win."""
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    return merge(raw, flag_values(args))
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config flags given on the command line, as a nested mapping."""
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    out: dict[str, Any] = {}
     for dest, value in vars(args).items():
-        if "." not in dest and dest not in {f.name for f in dataclasses.fields(RunConfig)}:
-            continue
-        *sections, leaf = dest.split(".")
-        node = merged
-        for s in sections:
-            if node.get(s) is None:  # a YAML section with every entry commented out loads as None
-                node[s] = {}
-            node = node[s]
-        if isinstance(node, dict):  # otherwise from_dict reports the section that is not a mapping
-            node[leaf] = value
-    return merged
+        if "." in dest or dest in names:
+            _set(out, dest.split("."), value)
+    return out
+
+
+def _set(node: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, section by section; neither is changed. A section left empty in YAML (None) is empty."""
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        if isinstance(value, dict) and (isinstance(below, dict) or below is None):
+            out[key] = merge(below or {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_config(
+    config_file: str | None, flags: dict[str, Any], command: CommandFlags, base: dict | None = None
+) -> RunConfig:
+    """What a command runs with: the command's defaults, then `base` (a resumed run's saved config), then the
+    config file, then the flags."""
+    raw = merge(command.base(), base or {})
+    if config_file:
+        raw = merge(raw, load_yaml(config_file))
+    return from_dict(merge(raw, flags), config_file or "flags")
 
 
 def check_flag_names_unique() -> None:

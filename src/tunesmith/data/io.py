@@ -4,16 +4,23 @@ Only truly empty cells count as missing: pandas' default NA words ("NA", "None",
 text, because in a text dataset they are real sentences or labels, and JSON never treats them as missing
 either. Whitespace-only strings become NaN too, so callers can count and drop missing values the same way
 for every format.
+
+Columns tunesmith does not interpret (an id, a date, a note) must come back as they went in. Name the
+columns it does interpret in `parsed` and every other column is read exactly: a CSV/TSV cell as its
+string ("007", "1.50" and "" stay so, where type guessing gives 7, 1.5 and NaN), a JSON value as JSON
+gave it (an integer column with gaps stays integers, not 1.0), a Parquet integer or boolean column with
+gaps as a nullable one; `write_table` then writes the same cells back.
 """
 
 import codecs
+import contextlib
 import csv
 import io
 import json
 import os
 import secrets
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import charset_normalizer
@@ -42,21 +49,23 @@ _JSON_TYPE_NAMES = {
 }
 
 
-def read_table(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, encoding: str | None = None, parsed: Collection[str] | None = None) -> pd.DataFrame:
     """Read a whole table, chosen by suffix; raise TunesmithError rather than return part of it.
 
     Text files are read as UTF-8 (a BOM is fine) unless `encoding` is given; Parquet ignores `encoding`.
+    With `parsed`, only those columns are parsed (types guessed, blanks missing) and every other column
+    is kept exactly as written (see the module's docstring); without it every column is parsed.
     """
     path = Path(path)
     suffix = _checked_suffix(path)
     _check_is_file(path)
     if suffix == ".parquet":
-        table = _read_parquet(path)
+        table = _read_parquet(path, parsed)
     else:
-        table = _parse_text(path, suffix, _decode(path, _read_bytes(path), encoding))
+        table = _parse_text(path, suffix, _decode(path, _read_bytes(path), encoding), parsed)
     if table.empty:
         raise TunesmithError(f"{path} has no data rows; add rows below the header or pick another file")
-    return _blanks_to_nan(table)
+    return _blanks_to_nan(table, parsed)
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
@@ -171,32 +180,53 @@ def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _parse_text(path: Path, suffix: str, text: str) -> pd.DataFrame:
+def _parse_text(path: Path, suffix: str, text: str, parsed: Collection[str] | None) -> pd.DataFrame:
     if not text.strip():
         raise TunesmithError(f"{path} is empty (only whitespace); fill it with data or pass the right file")
     if suffix in _SEPARATORS:
-        return _parse_delimited(path, text, _SEPARATORS[suffix])
+        return _parse_delimited(path, text, _SEPARATORS[suffix], parsed)
     if suffix == ".json":
-        return _parse_json(path, text)
-    return _parse_json_lines(path, text)
+        return _parse_json(path, text, parsed)
+    return _parse_json_lines(path, text, parsed)
 
 
-def _parse_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
+def _csv_options(header: pd.Index, parsed: Collection[str] | None) -> dict:
+    """read_csv settings: blank cells are missing in parsed columns; other columns are their exact strings."""
+    if parsed is None:
+        return {"keep_default_na": False, "na_values": [""]}
+    return {
+        "keep_default_na": False,
+        "na_values": {c: [""] for c in header if c in parsed},
+        "dtype": {c: str for c in header if c not in parsed},
+    }
+
+
+def _parse_delimited(path: Path, text: str, sep: str, parsed: Collection[str] | None) -> pd.DataFrame:
     try:
         with warnings.catch_warnings():
             # pandas would silently turn a first row wider than the header into an index (or, with
             # index_col=False, drop its extra fields with only this warning).
             warnings.simplefilter("error", pd.errors.ParserWarning)
+            header = pd.read_csv(io.StringIO(text), sep=sep, index_col=False, nrows=0).columns
             return pd.read_csv(
-                io.StringIO(text),
-                sep=sep,
-                index_col=False,
-                keep_default_na=False,
-                na_values=[""],
-                low_memory=False,
+                io.StringIO(text), sep=sep, index_col=False, low_memory=False, **_csv_options(header, parsed)
             )
     except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
         raise TunesmithError(_describe_bad_rows(path, text, sep, err)) from err
+
+
+@contextlib.contextmanager
+def _csv_field_limit(size: int) -> Iterator[None]:
+    """The csv module refuses fields over 128 KB by default, which would hide the real error behind its own.
+
+    The limit is process-wide, so it is restored afterwards; C long caps it on Windows.
+    """
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, min(size, 2**31 - 1)))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
 
 
 def _describe_bad_rows(path: Path, text: str, sep: str, err: Exception) -> str:
@@ -206,15 +236,16 @@ def _describe_bad_rows(path: Path, text: str, sep: str, err: Exception) -> str:
     width = None
     next_start = 1
     record_start = 1
-    for fields in reader:
-        record_start, next_start = next_start, reader.line_num + 1
-        if width is None:
-            width = len(fields) or None
-        elif len(fields) > width:
-            return (
-                f"{path}: row on line {record_start} has {len(fields)} fields, expected {width} "
-                f"(an unquoted {_SEPARATOR_NAMES[sep]} in a text? quote the field)"
-            )
+    with _csv_field_limit(len(text) + 1), contextlib.suppress(csv.Error):  # csv.Error: fall back to pandas' words
+        for fields in reader:
+            record_start, next_start = next_start, reader.line_num + 1
+            if width is None:
+                width = len(fields) or None
+            elif len(fields) > width:
+                return (
+                    f"{path}: row on line {record_start} has {len(fields)} fields, expected {width} "
+                    f"(an unquoted {_SEPARATOR_NAMES[sep]} in a text? quote the field)"
+                )
     reason = str(err).strip().splitlines()[0].removeprefix("Error tokenizing data. C error: ")
     if reason.startswith("EOF inside string"):
         # An unclosed quote swallows the rest of the file, so it starts the last record.
@@ -222,7 +253,17 @@ def _describe_bad_rows(path: Path, text: str, sep: str, err: Exception) -> str:
     return f"{path}: cannot be parsed ({reason}); check its quoting and separators"
 
 
-def _parse_json(path: Path, text: str) -> pd.DataFrame:
+def _frame(rows: list[dict], parsed: Collection[str] | None, index: pd.Index | None = None) -> pd.DataFrame:
+    """Rows of JSON objects as a table: parsed columns typed as pandas guesses, others as JSON gave them."""
+    if parsed is None:
+        return pd.DataFrame(rows, index=index)
+    table = pd.DataFrame(rows, index=index, dtype=object)
+    for name in [c for c in table.columns if c in parsed]:
+        table[name] = pd.Series(table[name].tolist(), index=table.index)  # the type pandas would have guessed
+    return table
+
+
+def _parse_json(path: Path, text: str, parsed: Collection[str] | None) -> pd.DataFrame:
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as err:
@@ -238,17 +279,17 @@ def _parse_json(path: Path, text: str) -> pd.DataFrame:
         )
     for number, row in enumerate(rows, start=1):
         _require_object(path, f"item {number} of the array", row)
-    return pd.DataFrame(rows)
+    return _frame(rows, parsed)
 
 
-def _parse_json_lines(path: Path, text: str) -> pd.DataFrame:
+def _parse_json_lines(path: Path, text: str, parsed: Collection[str] | None) -> pd.DataFrame:
     rows = []
     # Not splitlines(): it also splits on U+2028 and friends, which may appear raw inside JSON strings.
     for number, line in enumerate(text.split("\n"), start=1):
         row = _json_line(path, number, line)
         if row is not None:
             rows.append(row)
-    return pd.DataFrame(rows)
+    return _frame(rows, parsed)
 
 
 def _json_line(path: Path, number: int, line: str) -> dict | None:
@@ -276,12 +317,13 @@ def _json_type(value: object) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_parquet(path: Path, parsed: Collection[str] | None) -> pd.DataFrame:
     # Imported here because pandas treats pyarrow as optional and only Parquet needs it.
     import pyarrow
+    import pyarrow.parquet as pq
 
     try:
-        return pd.read_parquet(path)
+        return _arrow_frame(pq.read_table(path), parsed)
     except (OSError, ValueError, pyarrow.ArrowException) as err:
         reason = str(err).strip().splitlines()[0]
         raise TunesmithError(
@@ -289,8 +331,40 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         ) from err
 
 
-def _blanks_to_nan(table: pd.DataFrame) -> pd.DataFrame:
+def _arrow_frame(table: object, parsed: Collection[str] | None, index: pd.Index | None = None) -> pd.DataFrame:
+    """An Arrow table or batch as pandas; columns outside `parsed` keep integer and boolean types with gaps."""
+    import pyarrow as pa
+
+    frame = table.to_pandas()  # type: ignore[attr-defined]
+    exact = [c for c in frame.columns if parsed is not None and c not in parsed]
+    if exact:
+        nullable = {pa.type_for_alias(name): dtype for name, dtype in _NULLABLE.items()}
+        kept = table.select(exact).to_pandas(types_mapper=nullable.get)  # type: ignore[attr-defined]
+        for name in exact:
+            frame[name] = kept[name]
+    if index is not None:
+        frame.index = index
+    return frame
+
+
+# pandas turns an Arrow integer column with a gap into floats (7 -> 7.0) and a boolean one into objects.
+_NULLABLE = {
+    "int8": pd.Int8Dtype(),
+    "int16": pd.Int16Dtype(),
+    "int32": pd.Int32Dtype(),
+    "int64": pd.Int64Dtype(),
+    "uint8": pd.UInt8Dtype(),
+    "uint16": pd.UInt16Dtype(),
+    "uint32": pd.UInt32Dtype(),
+    "uint64": pd.UInt64Dtype(),
+    "bool": pd.BooleanDtype(),
+}
+
+
+def _blanks_to_nan(table: pd.DataFrame, parsed: Collection[str] | None = None) -> pd.DataFrame:
     for name in table.columns:
+        if parsed is not None and name not in parsed:
+            continue  # kept exactly: a blank cell is a value the user wrote
         column = table[name]
         if column.dtype == object or isinstance(column.dtype, pd.StringDtype):
             blank = column.map(_is_blank).astype(bool)
@@ -356,26 +430,29 @@ _WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
 }
 
 
-def iter_table(path: str | Path, encoding: str | None = None, rows: int = 100_000) -> Iterator[pd.DataFrame]:
+def iter_table(
+    path: str | Path, encoding: str | None = None, rows: int = 100_000, parsed: Collection[str] | None = None
+) -> Iterator[pd.DataFrame]:
     """Read a large table in chunks of `rows`, each indexed by its row number in the whole file.
 
     Memory stays bounded by one chunk. A JSON array cannot be parsed piecewise and is read whole.
+    `parsed` is read_table's.
     """
     path = Path(path)
     suffix = _checked_suffix(path)
     _check_is_file(path)
     if suffix == ".json":
-        yield read_table(path, encoding)
+        yield read_table(path, encoding, parsed)
         return
     if suffix == ".parquet":
-        yield from _iter_parquet(path, rows)
+        yield from _iter_parquet(path, rows, parsed)
         return
     codec = "utf-8-sig" if encoding is None else encoding
     try:
         if suffix in _SEPARATORS:
-            yield from _iter_delimited(path, _SEPARATORS[suffix], codec, rows)
+            yield from _iter_delimited(path, _SEPARATORS[suffix], codec, rows, parsed)
         else:
-            yield from _iter_json_lines(path, codec, rows)
+            yield from _iter_json_lines(path, codec, rows, parsed)
     except UnicodeDecodeError as err:
         raise TunesmithError(
             f"{path} is not valid {encoding or 'UTF-8'} ({err.reason}); re-run with --encoding NAME "
@@ -385,20 +462,25 @@ def iter_table(path: str | Path, encoding: str | None = None, rows: int = 100_00
         raise TunesmithError(f"{path}: unknown text encoding {encoding!r}; use e.g. utf-8 or gb18030") from err
 
 
-def _iter_delimited(path: Path, sep: str, codec: str, rows: int) -> Iterator[pd.DataFrame]:
-    reader = pd.read_csv(
-        path, sep=sep, index_col=False, keep_default_na=False, na_values=[""], chunksize=rows, encoding=codec
-    )
+def _iter_delimited(
+    path: Path, sep: str, codec: str, rows: int, parsed: Collection[str] | None
+) -> Iterator[pd.DataFrame]:
     try:
+        header = pd.read_csv(path, sep=sep, index_col=False, nrows=0, encoding=codec).columns
+        reader = pd.read_csv(
+            path, sep=sep, index_col=False, chunksize=rows, encoding=codec, **_csv_options(header, parsed)
+        )
         for chunk in reader:
-            yield _blanks_to_nan(chunk)
+            yield _blanks_to_nan(chunk, parsed)
+    except pd.errors.EmptyDataError as err:
+        raise TunesmithError(f"{path} has no header or data rows; fill it with data or pass the right file") from err
     except pd.errors.ParserError as err:
         raise TunesmithError(
             f"{path}: {str(err).strip()} (an unquoted {_SEPARATOR_NAMES[sep]}? quote the field)"
         ) from err
 
 
-def _iter_json_lines(path: Path, codec: str, rows: int) -> Iterator[pd.DataFrame]:
+def _iter_json_lines(path: Path, codec: str, rows: int, parsed: Collection[str] | None) -> Iterator[pd.DataFrame]:
     batch: list[dict] = []
     start = 0
     with path.open(encoding=codec, newline="\n") as fh:
@@ -408,18 +490,16 @@ def _iter_json_lines(path: Path, codec: str, rows: int) -> Iterator[pd.DataFrame
                 continue
             batch.append(record)
             if len(batch) == rows:
-                yield _blanks_to_nan(pd.DataFrame(batch, index=pd.RangeIndex(start, start + len(batch))))
+                yield _blanks_to_nan(_frame(batch, parsed, pd.RangeIndex(start, start + len(batch))), parsed)
                 start, batch = start + len(batch), []
     if batch:
-        yield _blanks_to_nan(pd.DataFrame(batch, index=pd.RangeIndex(start, start + len(batch))))
+        yield _blanks_to_nan(_frame(batch, parsed, pd.RangeIndex(start, start + len(batch))), parsed)
 
 
-def _iter_parquet(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+def _iter_parquet(path: Path, rows: int, parsed: Collection[str] | None) -> Iterator[pd.DataFrame]:
     import pyarrow.parquet as pq
 
     start = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-        frame = batch.to_pandas()
-        frame.index = pd.RangeIndex(start, start + len(frame))
-        start += len(frame)
-        yield _blanks_to_nan(frame)
+        yield _blanks_to_nan(_arrow_frame(batch, parsed, pd.RangeIndex(start, start + batch.num_rows)), parsed)
+        start += batch.num_rows

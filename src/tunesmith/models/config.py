@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunesmith.fields import option
+from tunesmith.errors import TunesmithError
+from tunesmith.fields import check_range, option
 
 METHODS = ("full", "lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
 
@@ -17,6 +18,12 @@ class ModelConfig:
         None, "freeze the token embeddings; default: on when they hold over two thirds of the weights"
     )
     trust_remote_code: bool = option(False, "run code shipped with a hub model (only for models you trust)")
+
+    def validate(self) -> ModelConfig:
+        if not self.name.strip():
+            raise TunesmithError("--model is empty; name an alias (`tunesmith models`), a folder or a hub id")
+        check_range("dropout", self.dropout, at_least=0, below=1)
+        return self
 
 
 @dataclass
@@ -37,3 +44,12 @@ class MethodConfig:
         flag="lora-target",
     )
     num_virtual_tokens: int = option(20, "prompt and prefix tuning: number of trained virtual tokens")
+
+    def validate(self) -> MethodConfig:
+        check_range("lora-r", self.lora_r, at_least=1, hint="the rank of the LoRA update; 8 or 16 are usual")
+        check_range("lora-alpha", self.lora_alpha, above=0)
+        check_range("lora-dropout", self.lora_dropout, at_least=0, below=1)
+        check_range("num-virtual-tokens", self.num_virtual_tokens, at_least=1)
+        if self.lora_target_modules is not None and not all(t.strip() for t in self.lora_target_modules):
+            raise TunesmithError("--lora-target names a module; got an empty name")
+        return self

@@ -25,7 +25,7 @@ _CHATML_END = "<|im_end|>"
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """Write a fp32 safetensors model and its tokenizer (chat template included) into out_dir."""
-    _check_magic(gguf_path)
+    check_magic(gguf_path)
     tokenizer, model = _load(gguf_path)
     # The model came through the GGUF quantizer; saving with it attached fails on transformers 5.x,
     # and a leftover quantization_config would make the folder reload as if it were still GGUF.
@@ -38,7 +38,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def _check_magic(gguf_path: Path) -> None:
+def check_magic(gguf_path: Path) -> None:
     with gguf_path.open("rb") as f:
         if f.read(len(_MAGIC)) != _MAGIC:
             raise TunesmithError(

@@ -13,6 +13,12 @@ from tunesmith.models.config import MethodConfig, ModelConfig
 
 log = logging.getLogger("tunesmith")
 
+# The weights a model's checkpoint lacks, which from_pretrained initialised at random (a classifier's
+# head, a pooler saved without its weights), recorded on the model by the loaders below. A peft method
+# freezes everything it does not know as the head: these must train and be saved with the adapter,
+# or every load of the run would draw them anew.
+_NEW_WEIGHTS = "tunesmith_new_weights"
+
 # Architectures name their dropout differently; setting every one that exists covers them all.
 _DROPOUT_ATTRS = (
     "hidden_dropout_prob",
@@ -51,11 +57,23 @@ def load_classifier(path: str, head: dict[str, Any], cfg: ModelConfig, pad_token
         _apply_dropout(config, cfg.dropout)
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = pad_token_id
-        return AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, trust_remote_code=cfg.trust_remote_code
+        return _from_pretrained(
+            AutoModelForSequenceClassification, path, config=config, trust_remote_code=cfg.trust_remote_code
         )
     except (OSError, ValueError, KeyError) as e:
         raise TunesmithError(f"could not load {path} as a classifier: {_first_line(e)}") from None
+
+
+def _from_pretrained(auto: Any, path: str, **kwargs: Any) -> nn.Module:
+    model, info = auto.from_pretrained(path, output_loading_info=True, **kwargs)
+    params = dict(model.named_parameters())
+    setattr(model, _NEW_WEIGHTS, sorted(k for k in info["missing_keys"] if k in params))
+    return model
+
+
+def new_weights(model: nn.Module) -> list[str]:
+    """The parameters of `model` that its checkpoint did not hold (random at load)."""
+    return list(getattr(model, _NEW_WEIGHTS, []))
 
 
 def _apply_dropout(config: Any, dropout: float | None) -> None:
@@ -97,9 +115,9 @@ def load_lm(path: str, cfg: ModelConfig, task: str, method: str = "full") -> nn.
         kwargs["quantization_config"] = _four_bit()
     try:
         if task == "sft":
-            return AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs)
+            return _from_pretrained(AutoModelForCausalLM, path, config=config, **kwargs)
         if encoder_decoder:
-            return AutoModelForSeq2SeqLM.from_pretrained(path, config=config, **kwargs)
+            return _from_pretrained(AutoModelForSeq2SeqLM, path, config=config, **kwargs)
         if method != "full":
             raise TunesmithError(
                 f"--task seq2seq on the encoder {path} builds new cross-attention and an output layer, which must "
@@ -185,13 +203,15 @@ def apply_method(
     return model
 
 
-def peft_config(method: MethodConfig, task_type: str, targets: Any) -> Any:
+def peft_config(method: MethodConfig, task_type: str, targets: Any, modules_to_save: list[str] | None = None) -> Any:
+    """peft's config for the method; `modules_to_save` train in full and are saved with the adapter."""
     import peft
 
     m = method.method
+    common = {"task_type": task_type, "modules_to_save": modules_to_save}
     if m in LORA_FAMILY:
         return peft.LoraConfig(
-            task_type=task_type,
+            **common,
             r=method.lora_r,
             lora_alpha=method.lora_alpha,
             lora_dropout=method.lora_dropout,
@@ -202,10 +222,21 @@ def peft_config(method: MethodConfig, task_type: str, targets: Any) -> Any:
     if m == "ia3":
         # IA3 scales feed-forward inputs, so it must know which targets are feed-forward layers; peft has
         # that per architecture. Given explicit targets, treat none as feed-forward.
-        return peft.IA3Config(task_type=task_type, target_modules=targets, feedforward_modules=[] if targets else None)
+        return peft.IA3Config(**common, target_modules=targets, feedforward_modules=[] if targets else None)
     if m == "prompt_tuning":
-        return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens)
-    return peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens)
+        return peft.PromptTuningConfig(**common, num_virtual_tokens=method.num_virtual_tokens)
+    return peft.PrefixTuningConfig(**common, num_virtual_tokens=method.num_virtual_tokens)
+
+
+def _new_modules(model: nn.Module, method: str) -> list[str] | None:
+    """The modules that own a weight the checkpoint lacks: they train in full beside the adapter."""
+    owners = sorted({name.rpartition(".")[0] for name in new_weights(model)})
+    if "" in owners:
+        raise TunesmithError(
+            f"this model has new top-level weights that --method {method} cannot train; use --method full"
+        )
+    log.debug("new weights, trained in full beside the adapter: %s", owners)
+    return owners or None
 
 
 def _peft(model: nn.Module, method: MethodConfig, task_type: str) -> nn.Module:
@@ -221,8 +252,9 @@ def _peft(model: nn.Module, method: MethodConfig, task_type: str) -> nn.Module:
     generative = task_type != "SEQ_CLS"
     if targets is None and generative and method.method in LORA_FAMILY:
         targets = "all-linear"  # every linear layer but the output head: the strongest LoRA default for LMs
+    new = _new_modules(model, method.method)
     try:
-        return get_peft_model(model, peft_config(method, task_type, targets))
+        return get_peft_model(model, peft_config(method, task_type, targets, new))
     except ValueError as e:
         if method.lora_target_modules:
             raise TunesmithError(
@@ -235,7 +267,7 @@ def _peft(model: nn.Module, method: MethodConfig, task_type: str) -> nn.Module:
                 "name the layers with --lora-target"
             ) from None
         # peft knows no default for this architecture: adapt every linear layer instead.
-        return get_peft_model(model, peft_config(method, task_type, "all-linear"))
+        return get_peft_model(model, peft_config(method, task_type, "all-linear", new))
 
 
 def trainable_summary(model: nn.Module) -> str:
@@ -249,7 +281,25 @@ def load_trained(run_dir: Path, base_path: str, head: dict[str, Any], cfg: Model
     model_dir = run_dir / "model"
     if method not in PEFT_METHODS:
         return load_classifier(str(model_dir), head, cfg, None)
-    from peft import PeftModel
+    return load_adapter(load_classifier(base_path, head, cfg, None), model_dir)
 
-    base = load_classifier(base_path, head, cfg, None)
-    return PeftModel.from_pretrained(base, model_dir)
+
+def load_adapter(base: nn.Module, adapter_dir: Path) -> nn.Module:
+    """The base model with a run's peft adapter; refused if the base lacks a weight the adapter does not hold."""
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise TunesmithError(f"{adapter_dir} has no adapter_model.safetensors: the run did not finish saving")
+    with safe_open(str(weights), "pt") as f:
+        saved = set(f.keys())
+    # peft stores a module it trains in full under the wrapped model's prefix (prompt methods: one level less).
+    lacking = [k for k in new_weights(base) if not {f"base_model.model.{k}", f"base_model.{k}"} & saved]
+    if lacking:
+        raise TunesmithError(
+            f"{adapter_dir} lacks {', '.join(lacking[:3])}{' ...' if len(lacking) > 3 else ''}, which the base "
+            f"model {base.name_or_path} does not hold either, so each load would draw them at random; "
+            "train this run again (tunesmith now trains and saves them with the adapter)"
+        )
+    return PeftModel.from_pretrained(base, adapter_dir)

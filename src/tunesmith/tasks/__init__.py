@@ -1,25 +1,137 @@
-"""Tasks by name. A new task is a new module here plus one line in `_TASKS`."""
+"""Every task by name: what it predicts, how its model loads, how its batches are padded, which recipe trains it.
+
+A new task is a module in this folder plus one `TaskInfo` line in `TASKS` (or `register(...)` from
+outside, which is how tests/test_new_task.py adds a token-level task without touching tunesmith).
+Names are resolved lazily ("module:attribute") so reading the registry, as the config and the CLI
+do, imports no model code.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from tunesmith.tasks.base import Task
-from tunesmith.tasks.classification import Classification
-from tunesmith.tasks.multilabel import Multilabel
-from tunesmith.tasks.regression import Regression
+from tunesmith.errors import TunesmithError
 
-_TASKS: dict[str, type] = {"classification": Classification, "regression": Regression, "multilabel": Multilabel}
+SCORED = "scored"  # one fixed-size prediction per text (labels, a number); the classifier recipe
+GENERATIVE = "generative"  # text out; the generative recipe
 
 
-def build_task(name: str) -> Task:
-    return _TASKS[name]()
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    kind: str  # SCORED or GENERATIVE: which recipe trains it
+    peft_task_type: str  # peft's TaskType for the task's model
+    default_max_length: int
+    task: str  # "module:Class" of the Task; built with the saved state of a run (label_map.json)
+    collator: str  # "module:Class" taking the pad token id
+    loader: str  # "module:function" that loads the model for this task
+
+    @property
+    def generative(self) -> bool:
+        return self.kind == GENERATIVE
+
+    def build(self, **state: Any) -> Any:
+        return _resolve(self.task)(**state)
+
+    def collate(self, pad_id: int) -> Any:
+        return _resolve(self.collator)(pad_id)
+
+    def load(self) -> Any:
+        return _resolve(self.loader)
 
 
-def task_from_state(state: dict[str, Any]) -> Task:
+def _resolve(ref: str) -> Any:
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+_CLASSIFIER = "tunesmith.models.loading:load_classifier"
+_COLLATOR = "tunesmith.tasks.base:Collator"
+
+TASKS: dict[str, TaskInfo] = {
+    info.name: info
+    for info in (
+        TaskInfo(
+            "classification",
+            SCORED,
+            "SEQ_CLS",
+            128,
+            "tunesmith.tasks.classification:Classification",
+            _COLLATOR,
+            _CLASSIFIER,
+        ),
+        TaskInfo("regression", SCORED, "SEQ_CLS", 128, "tunesmith.tasks.regression:Regression", _COLLATOR, _CLASSIFIER),
+        TaskInfo("multilabel", SCORED, "SEQ_CLS", 128, "tunesmith.tasks.multilabel:Multilabel", _COLLATOR, _CLASSIFIER),
+        TaskInfo(
+            "sft",
+            GENERATIVE,
+            "CAUSAL_LM",
+            1024,
+            "tunesmith.tasks.sft:SFT",
+            "tunesmith.tasks.sft:LMCollator",
+            "tunesmith.models.loading:load_lm",
+        ),
+        TaskInfo(
+            "seq2seq",
+            GENERATIVE,
+            "SEQ_2_SEQ_LM",
+            1024,
+            "tunesmith.tasks.seq2seq:Seq2Seq",
+            "tunesmith.tasks.seq2seq:Seq2SeqCollator",
+            "tunesmith.models.loading:load_lm",
+        ),
+    )
+}
+
+
+class _Names(Sequence[str]):
+    """The task names as they are now: a config field's choices that follow `register`."""
+
+    def __getitem__(self, i: Any) -> Any:
+        return list(TASKS)[i]
+
+    def __len__(self) -> int:
+        return len(TASKS)
+
+
+TASK_NAMES = _Names()
+
+
+def register(info: TaskInfo) -> None:
+    """Add a task defined outside tunesmith; its name then works as --task everywhere."""
+    TASKS[info.name] = info
+
+
+def task_info(name: str) -> TaskInfo:
+    if name not in TASKS:
+        raise TunesmithError(f"--task must be one of {', '.join(TASKS)}; got {name!r}")
+    return TASKS[name]
+
+
+def build_task(name: str) -> Any:
+    return task_info(name).build()
+
+
+def task_from_state(state: dict[str, Any]) -> Any:
     """Rebuild a fitted task from the run folder's label_map.json."""
-    kwargs = {k: v for k, v in state.items() if k != "task"}
-    return _TASKS[state["task"]](**kwargs)
+    return task_info(state["task"]).build(**{k: v for k, v in state.items() if k != "task"})
 
 
-__all__ = ["Task", "build_task", "task_from_state"]
+def is_generative(name: str) -> bool:
+    return name in TASKS and TASKS[name].generative
+
+
+__all__ = [
+    "GENERATIVE",
+    "SCORED",
+    "TASKS",
+    "TASK_NAMES",
+    "TaskInfo",
+    "build_task",
+    "is_generative",
+    "register",
+    "task_from_state",
+]

@@ -1,11 +1,17 @@
-"""Atomic checkpoints: a folder is written aside and renamed into place, so kill -9 never corrupts one.
+"""Checkpoints that survive kill -9 and a power cut.
 
-Only trainable tensors are saved: frozen weights are reloaded from the model source on resume.
+A checkpoint is written into `<folder>.tmp`, flushed to disk and renamed into place (`replace_dir`). Its
+`state.json` is written last and records the size and sha256 of every other file, so recovery can tell a
+complete checkpoint from one that a crash truncated (a power cut can leave a file renamed into place but
+empty) and fall back to the previous one. Only trainable tensors are saved: frozen weights are reloaded
+from the model source on resume.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tunesmith.utils import replace_dir
+from tunesmith.utils import fsync_dir, replace_dir
+
+log = logging.getLogger("tunesmith")
+
+STATE = "state.json"
+WEIGHTS = "trainable.safetensors"
+_OPTIMIZER = "optimizer.pt"
+_FILES = "files"  # the key in state.json that lists the other files
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -23,7 +36,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:
-    state = load_file(str(path / "trainable.safetensors"))
+    state = load_file(str(path / WEIGHTS))
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state.items():
@@ -51,10 +64,8 @@ def save_checkpoint(
     scheduler: Any = None,
     scaler: Any = None,
 ) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    tmp = _begin(folder)
+    save_file(trainable_state(model), str(tmp / WEIGHTS))
     if optimizer is not None:
         torch.save(
             {
@@ -63,34 +74,90 @@ def save_checkpoint(
                 "rng": rng_state(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
             },
-            tmp / "optimizer.pt",
+            tmp / _OPTIMIZER,
         )
-    (tmp / "state.json").write_text(json.dumps(info, indent=2))
-    replace_dir(tmp, folder)
+    _commit(tmp, folder, info)
 
 
-def recover_checkpoint(folder: Path) -> None:
-    """Finish a save that kill -9 cut between replace_dir's two renames (folder -> .old, .tmp -> folder).
+def copy_weights(source: Path, folder: Path, info: dict[str, Any]) -> None:
+    """Write `folder` as a checkpoint of `source`'s trainable weights alone, with its own state."""
+    tmp = _begin(folder)
+    shutil.copyfile(source / WEIGHTS, tmp / WEIGHTS)
+    _commit(tmp, folder, info)
 
-    state.json is written last, so a .tmp holding it is complete and newer than .old.
+
+def _begin(folder: Path) -> Path:
+    tmp = _sibling(folder, ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _commit(tmp: Path, folder: Path, info: dict[str, Any]) -> None:
+    files = {p.name: _describe(p) for p in sorted(tmp.iterdir())}
+    (tmp / STATE).write_text(json.dumps({**info, _FILES: files}, indent=2), encoding="utf-8")
+    replace_dir(tmp, folder)  # flushes every file and the folder to disk before the rename
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _sibling(folder: Path, suffix: str) -> Path:
+    return folder.with_name(folder.name + suffix)
+
+
+def complete_state(folder: Path) -> dict[str, Any] | None:
+    """The checkpoint's state if state.json and every file it lists are there, whole; else None."""
+    try:
+        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+        files = state.pop(_FILES)
+        if all(_describe(folder / name) == want for name, want in files.items()):
+            return state
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # missing, truncated or not ours: incomplete
+    return None
+
+
+def recover_checkpoint(folder: Path) -> dict[str, Any] | None:
+    """Make `folder` the newest complete checkpoint of folder.tmp, folder and folder.old; return its state.
+
+    A save writes folder.tmp, then renames folder -> folder.old and folder.tmp -> folder, then deletes
+    folder.old: a crash anywhere leaves one of the three complete, and a complete .tmp is the newest.
+    None when no complete checkpoint exists.
     """
-    if (folder / "state.json").is_file():
-        return
-    for candidate in (folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")):
-        if (candidate / "state.json").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(candidate, folder)
-            return
+    tmp, old = _sibling(folder, ".tmp"), _sibling(folder, ".old")
+    for candidate in (tmp, folder, old):
+        state = complete_state(candidate) if candidate.is_dir() else None
+        if state is not None:
+            break
+        if candidate == folder and folder.exists():
+            log.warning("%s is incomplete (a crash cut off its save); looking for the one before it", folder)
+    else:
+        return None
+    if candidate != folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(candidate, folder)
+        fsync_dir(folder.parent)
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return state
 
 
 def load_checkpoint(
     folder: Path, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any = None
 ) -> dict[str, Any]:
     load_trainable(model, folder)
-    extra = torch.load(folder / "optimizer.pt", weights_only=True)
+    extra = torch.load(folder / _OPTIMIZER, weights_only=True)
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     if scaler is not None and extra.get("scaler"):
         scaler.load_state_dict(extra["scaler"])  # fp16's loss scale, so a resume continues where it stopped
     set_rng_state(extra["rng"])
-    return json.loads((folder / "state.json").read_text())
+    state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+    state.pop(_FILES, None)
+    return state

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from tunesmith.fields import option
+from tunesmith.errors import TunesmithError
+from tunesmith.fields import check_range, option
 
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -32,3 +34,44 @@ class TrainConfig:
     class_weights: str = option(
         "none", "classification: weight the loss by inverse class frequency (balanced)", choices=("none", "balanced")
     )
+
+    def validate(self) -> TrainConfig:
+        check_range("epochs", self.epochs, at_least=0)
+        check_range("max-steps", self.max_steps, at_least=0, hint="0 means no limit")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise TunesmithError("set --epochs or --max-steps above 0")
+        check_range("lr", self.lr, above=0, at_most=1, hint="typical values are 1e-5 to 1e-3")
+        for flag, value in (("batch-size", self.batch_size), ("grad-accum", self.grad_accum)):
+            check_range(flag, value, at_least=1)
+        check_range("eval-batch-size", self.eval_batch_size, at_least=1)
+        if self.batch_size % self.grad_accum:
+            raise TunesmithError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum {self.grad_accum}")
+        check_range("weight-decay", self.weight_decay, at_least=0, at_most=1)
+        check_range("warmup-ratio", self.warmup_ratio, at_least=0, at_most=1)
+        check_range("max-grad-norm", self.max_grad_norm, at_least=0, hint="0 turns clipping off")
+        for flag, value in (("eval-every", self.eval_every), ("checkpoint-every", self.checkpoint_every)):
+            check_range(flag, value, at_least=0)
+        check_range("patience", self.patience, at_least=0, hint="0 never stops early")
+        check_range("seed", self.seed, at_least=0, below=2**32)
+        check_device(self.device)
+        return self
+
+
+def check_device(name: str) -> None:
+    """The names torch accepts for a device this machine has; `auto` picks CUDA when there is one."""
+    import torch
+
+    if name in ("auto", "cpu"):
+        return
+    match = re.fullmatch(r"(cuda|mps)(?::(\d+))?", name)
+    if not match:
+        raise TunesmithError(f"--device must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
+    kind, index = match.group(1), int(match.group(2) or 0)
+    if kind == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise TunesmithError("--device mps: no Apple GPU here; use --device cpu or auto")
+        return
+    if not torch.cuda.is_available():
+        raise TunesmithError(f"--device {name}: no CUDA GPU here; use --device cpu or auto")
+    if index >= torch.cuda.device_count():
+        raise TunesmithError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")

@@ -30,9 +30,16 @@ from transformers import get_scheduler
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.metrics import LOWER_IS_BETTER
 from tunesmith.tasks.base import Collator, Task
-from tunesmith.train.checkpoint import load_checkpoint, load_trainable, recover_checkpoint, save_checkpoint
+from tunesmith.train.checkpoint import (
+    copy_weights,
+    load_checkpoint,
+    load_trainable,
+    recover_checkpoint,
+    save_checkpoint,
+    trainable_state,
+)
 from tunesmith.train.config import TrainConfig
-from tunesmith.utils import is_main_process
+from tunesmith.utils import atomic_write_text, fsync_file, is_main_process
 
 _SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
@@ -95,7 +102,12 @@ class RunLog:
         if not is_main_process():
             return
         kept = path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep_lines] if path.exists() else []
-        path.write_text("".join(kept), encoding="utf-8")
+        atomic_write_text(path, "".join(kept))  # a crash while trimming must not cost the lines kept
+
+    def sync(self) -> None:
+        """Flush the lines written so far to disk: a checkpoint counts them, and must not outlive them."""
+        if is_main_process() and self.path.exists():
+            fsync_file(self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         self.lines += 1
@@ -132,15 +144,24 @@ def predict_scores(
 
 
 def score_evaluator(
-    task: Task, examples: list[dict], collate: Collator, batch_size: int, device: torch.device, precision: str
+    task: Task, examples: list[dict], collate: Collator, batch_size: int, device: torch.device
 ) -> Callable[[nn.Module], dict[str, Any]]:
-    """Validation for tasks that score examples (classification, regression, multilabel)."""
+    """Validation for tasks that score examples (classification, regression, multilabel).
+
+    Always in fp32, whatever the training precision: the best checkpoint is then chosen on the scores
+    `predict` and the final report give, not on autocast's slightly different ones.
+    """
     targets = torch.stack([ex["labels"] for ex in examples]).numpy()
 
     def evaluate(model: nn.Module) -> dict[str, Any]:
-        return task.metrics(predict_scores(model, task, examples, collate, batch_size, device, precision), targets)
+        return task.metrics(predict_scores(model, task, examples, collate, batch_size, device), targets)
 
     return evaluate
+
+
+# Called after each evaluation with the step and the validation metrics; returning True stops the run
+# (what a search's pruner needs). It may also raise, e.g. optuna.TrialPruned, which ends the run.
+OnEvaluate = Callable[[int, dict[str, Any]], "bool | None"]
 
 
 class Trainer:
@@ -156,11 +177,16 @@ class Trainer:
         device: torch.device,
         collate: Callable[[list[dict]], dict[str, torch.Tensor]],
         evaluate: Callable[[nn.Module], dict[str, Any]],
+        on_evaluate: OnEvaluate | None = None,
+        checkpoints: bool = True,
     ) -> None:
         if cfg.precision == "fp16" and device.type != "cuda":
             raise TunesmithError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
         self.model, self.task, self.cfg, self.device = model.to(device), task, cfg, device
-        self.train, self.collate, self.evaluate = train, collate, evaluate
+        self.train, self.collate, self.evaluate, self.on_evaluate = train, collate, evaluate, on_evaluate
+        # Without checkpoints (a search trial) the best weights are kept in memory and nothing heavy is written.
+        self.checkpoints = checkpoints
+        self.best_in_memory: dict[str, torch.Tensor] | None = None
         self.ckpt_dir = run_dir / "checkpoints"
         self.lengths = [len(ex["input_ids"]) for ex in train]
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -180,11 +206,10 @@ class Trainer:
     def fit(self, resume: bool = False) -> LoopState:
         state = LoopState()
         last = self.ckpt_dir / "last"
-        if resume:
-            recover_checkpoint(last)
-            recover_checkpoint(self.ckpt_dir / "best")
-        if resume and (last / "state.json").is_file():
+        if resume and recover_checkpoint(last) is not None:
             state = LoopState(**load_checkpoint(last, self.model, self.optimizer, self.scheduler, self.scaler))
+            self._recover_best(state)
+            self._continue_at_lr(self.cfg.lr)
         log = RunLog(self.ckpt_dir.parent / "log.jsonl", state.log_lines)
         bar = tqdm(
             total=self.total_steps, initial=state.step, desc="train", unit="step", disable=None, dynamic_ncols=True
@@ -210,7 +235,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{speed:.1f}")
                 if self._eval_due(state.step):
                     self._evaluate(state, log)
-                    self._checkpoint(state, log)
+                    self._checkpoint(state, log, best=state.best_step == state.step)
                 elif self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0:
                     self._checkpoint(state, log)
                 if state.stopped_early:
@@ -219,9 +244,23 @@ class Trainer:
             bar.close()
         state.done = True
         self._checkpoint(state, log)
-        if (self.ckpt_dir / "best" / "trainable.safetensors").is_file():
+        if self.best_in_memory is not None:
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for name, value in self.best_in_memory.items():
+                    params[name].copy_(value)
+        elif (self.ckpt_dir / "best" / "trainable.safetensors").is_file():
             load_trainable(self.model, self.ckpt_dir / "best")
         return state
+
+    def _continue_at_lr(self, lr: float) -> None:
+        """A resume may lower --lr (the usual cure for a loss that became NaN): the restored scheduler would
+        otherwise keep the old peak, so the schedule's shape continues from the new one."""
+        for group, old in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            if old != lr:
+                group["lr"] *= lr / old
+                group["initial_lr"] = lr
+        self.scheduler.base_lrs = [lr] * len(self.optimizer.param_groups)
 
     def _remaining_steps(self, done: int) -> Iterator[list[int]]:
         epoch, skip = divmod(done, self.steps_per_epoch)
@@ -290,7 +329,6 @@ class Trainer:
         improved = not math.isnan(value) and (state.best_metric is None or sign * (value - state.best_metric) > 0)
         if improved:
             state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
-            save_checkpoint(self.ckpt_dir / "best", self.model, {"step": state.step, self.metric: value})
         else:
             state.bad_evals += 1
             state.stopped_early = bool(self.cfg.patience) and state.bad_evals >= self.cfg.patience
@@ -307,9 +345,33 @@ class Trainer:
         )
         if is_main_process():
             tqdm.write(f"step {state.step}: validation {self.metric} {value:.4f}" + (" (best)" if improved else ""))
+        if self.on_evaluate is not None and self.on_evaluate(state.step, metrics):
+            state.stopped_early = True
+            tqdm.write(f"step {state.step}: stopped by the on_evaluate callback")
 
-    def _checkpoint(self, state: LoopState, log: RunLog) -> None:
+    def _checkpoint(self, state: LoopState, log: RunLog, best: bool = False) -> None:
+        """Save last/, then best/ when this step is the best so far.
+
+        In that order a crash between the two leaves best/ behind last/, never ahead of it (a best/ from a
+        step the resumed run trains again, differently on a GPU, would not match the state it resumes), and
+        last/ then holds best/'s weights: `_recover_best` copies them over.
+        """
         state.log_lines = log.lines
+        if not self.checkpoints:
+            if best:
+                self.best_in_memory = trainable_state(self.model)
+            return
+        log.sync()
         save_checkpoint(
             self.ckpt_dir / "last", self.model, dataclasses.asdict(state), self.optimizer, self.scheduler, self.scaler
         )
+        if best:
+            save_checkpoint(self.ckpt_dir / "best", self.model, self._best_info(state))
+
+    def _recover_best(self, state: LoopState) -> None:
+        best = recover_checkpoint(self.ckpt_dir / "best")
+        if state.best_step and state.best_step == state.step and (best or {}).get("step") != state.step:
+            copy_weights(self.ckpt_dir / "last", self.ckpt_dir / "best", self._best_info(state))
+
+    def _best_info(self, state: LoopState) -> dict[str, Any]:
+        return {"step": state.best_step, self.metric: state.best_metric}

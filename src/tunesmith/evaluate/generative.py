@@ -1,0 +1,74 @@
+"""A generative model with what it needs to be fed, and how it is scored.
+
+Training, `evaluate`, `generate` and `chat` all build prompts through `LanguageModel.prompt`, so a
+question is asked with exactly the template and tokens the model was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunesmith.data.chat import Conversation
+from tunesmith.evaluate.generate import answer_loss, generate_texts
+from tunesmith.evaluate.generation import text_metrics
+from tunesmith.tasks import task_info
+from tunesmith.tasks.seq2seq import encode_pairs, source_ids, source_target
+from tunesmith.tasks.sft import encode_all, prompt_ids
+
+
+@dataclass
+class LanguageModel:
+    model: nn.Module
+    tokenizer: Any
+    task_name: str
+    max_length: int
+    device: torch.device
+
+    @property
+    def seq2seq(self) -> bool:
+        return task_info(self.task_name).peft_task_type == "SEQ_2_SEQ_LM"
+
+    @property
+    def task(self) -> Any:
+        return task_info(self.task_name).build()
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return task_info(self.task_name).collate(self.tokenizer.pad_token_id)(items)
+
+    def encode(self, convs: list[Conversation], train_on_prompt: bool = False, source: str = "") -> list[dict]:
+        if self.seq2seq:
+            return encode_pairs(self.tokenizer, self.model.config, convs, self.max_length)
+        return encode_all(self.tokenizer, convs, self.max_length, train_on_prompt, source)
+
+    def prompt(self, history: Conversation) -> list[int]:
+        """Token ids that ask for the next answer: the same template and tokenization as training."""
+        if self.seq2seq:
+            return source_ids(
+                self.tokenizer, source_target([*history, {"role": "assistant", "content": ""}])[0], self.max_length
+            )
+        return prompt_ids(self.tokenizer, history)[-self.max_length :]  # oldest context goes first, as in training
+
+    def loss(self, examples: list[dict], batch_size: int) -> dict[str, float]:
+        return answer_loss(self.model, self.task.loss, examples, self.collate, batch_size, self.device)
+
+    def generate(
+        self, histories: list[Conversation], batch_size: int, max_new_tokens: int, **sampling: Any
+    ) -> list[str]:
+        prompts = [self.prompt(h) for h in histories]
+        return generate_texts(
+            self.model, self.tokenizer, prompts, self.seq2seq, self.device, batch_size, max_new_tokens, **sampling
+        )
+
+
+def score(
+    lm: LanguageModel, examples: list[dict], gen_rows: list[Conversation], batch_size: int, max_new_tokens: int
+) -> dict[str, Any]:
+    """Perplexity on every test answer, text metrics on the answers generated for `gen_rows`."""
+    scores: dict[str, Any] = lm.loss(examples, batch_size)
+    generations = lm.generate([c[:-1] for c in gen_rows], batch_size, max_new_tokens)
+    scores["generation"] = text_metrics(generations, [c[-1]["content"] for c in gen_rows])
+    return {"scores": scores, "generations": generations}

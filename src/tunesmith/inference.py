@@ -1,0 +1,278 @@
+"""Using a finished run, whatever its kind: label texts with a classifier, answer prompts with a generative run.
+
+`open_run` reads any run folder the same way, which is what `predict`, `evaluate`, `generate`, `chat`,
+`export` (and later a service) build on. Code shipped with a model runs only when the caller passes
+`trust_remote_code=True` (the user's own flag): a run folder from someone else cannot switch it on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tunesmith.config import RunConfig
+from tunesmith.data.chat import Conversation, load_conversations
+from tunesmith.data.dataset import load_file, select_rows
+from tunesmith.data.io import read_table, write_table
+from tunesmith.errors import TunesmithError
+from tunesmith.evaluate.config import MAX_NEW_TOKENS
+from tunesmith.evaluate.generative import LanguageModel, score
+from tunesmith.models.loading import PEFT_METHODS, load_lm, load_tokenizer, load_trained
+from tunesmith.models.registry import resolve_model
+from tunesmith.outputs import check_output_file
+from tunesmith.run_folder import require_finished, run_config
+from tunesmith.tasks import task_from_state, task_info
+from tunesmith.tasks.base import Task, encode_texts, make_examples
+from tunesmith.train.loop import predict_scores
+from tunesmith.utils import pick_device, seed_everything
+
+
+@dataclass
+class ClassifierRun:
+    cfg: RunConfig
+    task: Task
+    model: nn.Module
+    tokenizer: Any
+    device: torch.device
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        examples = make_examples(encode_texts(self.tokenizer, texts, self.cfg.data.max_length), None)
+        collate = task_info(self.cfg.task).collate(self.tokenizer.pad_token_id)
+        return predict_scores(self.model, self.task, examples, collate, self.cfg.train.eval_batch_size, self.device)
+
+
+@dataclass
+class GenerativeRun:
+    cfg: RunConfig
+    lm: LanguageModel
+
+    @property
+    def is_peft(self) -> bool:
+        return self.cfg.method.method in PEFT_METHODS
+
+    def user_turn(self, text: str) -> dict[str, str]:
+        """A user message shaped as in training: through --prompt-template when the run used one."""
+        template = self.cfg.data.chat.prompt_template
+        if not template:
+            return {"role": "user", "content": text}
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        if len(fields) != 1:
+            raise TunesmithError(
+                f"this run's --prompt-template {template!r} takes {len(fields)} columns; a single prompt can fill "
+                "only one: evaluate a file with those columns instead (tunesmith evaluate --test)"
+            )
+        return {"role": "user", "content": template.format(**{fields.pop(): text})}
+
+    def opening(self, system: str | None = None) -> Conversation:
+        """The turns before the first question: the given system message, else the one the run trained with."""
+        system = system if system is not None else self.cfg.data.chat.system_prompt
+        return [{"role": "system", "content": system}] if system else []
+
+
+def _loaded_config(run_dir: Path, trust_remote_code: bool) -> RunConfig:
+    require_finished(run_dir)
+    cfg = run_config(run_dir)
+    cfg.model.trust_remote_code = trust_remote_code
+    return cfg
+
+
+def open_run(
+    run_dir: str | Path, device: str = "auto", trust_remote_code: bool = False
+) -> ClassifierRun | GenerativeRun:
+    """Any finished run folder, loaded for use."""
+    run_dir = Path(run_dir)
+    cfg = _loaded_config(run_dir, trust_remote_code)
+    if task_info(cfg.task).generative:
+        return _open_generative(run_dir, cfg, device)
+    return _open_classifier(run_dir, cfg, device)
+
+
+def load_run(run_dir: str | Path, device: str = "auto", trust_remote_code: bool = False) -> ClassifierRun:
+    cfg = _loaded_config(Path(run_dir), trust_remote_code)
+    if task_info(cfg.task).generative:
+        raise TunesmithError(f"{run_dir} generates text: use `tunesmith generate {run_dir} --prompt ...`")
+    return _open_classifier(Path(run_dir), cfg, device)
+
+
+def load_generative_run(run_dir: str | Path, device: str = "auto", trust_remote_code: bool = False) -> GenerativeRun:
+    cfg = _loaded_config(Path(run_dir), trust_remote_code)
+    if not task_info(cfg.task).generative:
+        raise TunesmithError(f"{run_dir} is a {cfg.task} run; `tunesmith predict` labels texts with it")
+    return _open_generative(Path(run_dir), cfg, device)
+
+
+def _open_classifier(run_dir: Path, cfg: RunConfig, device: str) -> ClassifierRun:
+    require_finished(run_dir, "label_map.json")
+    task = task_from_state(json.loads((run_dir / "label_map.json").read_text(encoding="utf-8")))
+    tokenizer = load_tokenizer(str(run_dir / "model"), cfg.model.trust_remote_code)
+    base_path = resolve_model(cfg.model.name) if cfg.method.method != "full" else ""
+    model = load_trained(run_dir, base_path, task.model_kwargs(), cfg.model, cfg.method.method)
+    dev = pick_device(device)
+    return ClassifierRun(cfg, task, model.to(dev).eval(), tokenizer, dev)
+
+
+def _open_generative(run_dir: Path, cfg: RunConfig, device: str) -> GenerativeRun:
+    dev = pick_device(device)
+    tokenizer = load_tokenizer(str(run_dir / "model"), cfg.model.trust_remote_code)
+    if cfg.method.method in PEFT_METHODS:
+        from peft import PeftModel
+
+        base = load_lm(resolve_model(cfg.model.name), cfg.model, cfg.task, cfg.method.method)
+        model = PeftModel.from_pretrained(base, run_dir / "model")
+    else:
+        model = load_lm(str(run_dir / "model"), cfg.model, cfg.task)
+    lm = LanguageModel(model.to(dev).eval(), tokenizer, cfg.task, cfg.data.max_length, dev)
+    return GenerativeRun(cfg, lm)
+
+
+# --- classifiers -------------------------------------------------------------------------------------
+
+
+def predict_texts(run: ClassifierRun, texts: list[str]) -> list[dict[str, Any]]:
+    return run.task.describe(run.scores(texts))
+
+
+def predict_file(
+    run: ClassifierRun,
+    input_path: str,
+    output_path: str,
+    text_columns: list[str] | None = None,
+    overwrite: bool = False,
+) -> int:
+    """Write the input rows plus prediction columns; returns the row count.
+
+    The input's own columns are written back as they were read, and the output may never be the input.
+    """
+    check_output_file(Path(output_path), [input_path], overwrite)
+    data_cfg = run.cfg.data
+    if text_columns:
+        data_cfg = dataclasses.replace(data_cfg, text_columns=text_columns)
+    out = read_table(input_path, encoding=data_cfg.encoding)
+    frame = select_rows(out, input_path, data_cfg, multilabel=False, need_labels=False)  # same index as `out`
+    described = run.task.describe(run.scores(frame["text"].tolist()))
+    for name, values in _prediction_columns(described, run.cfg.data.label_separator).items():
+        # Rows dropped for an empty text stay, with empty predictions, so the output lines up with the input.
+        out[f"predicted_{name}" if name in out.columns else name] = pd.Series(values, index=frame.index)
+    write_table(out, Path(output_path))
+    return len(frame)
+
+
+def _prediction_columns(described: list[dict[str, Any]], sep: str) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {}
+    for key in described[0]:
+        if key == "probs":
+            for label in described[0]["probs"]:
+                columns[f"prob_{label}"] = [d["probs"][label] for d in described]
+        else:
+            columns[key] = [sep.join(d[key]) if isinstance(d[key], list) else d[key] for d in described]
+    return columns
+
+
+def evaluate_file(run: ClassifierRun, test_path: str) -> dict[str, Any]:
+    frame = load_file(test_path, run.cfg.data, multilabel=run.task.name == "multilabel")
+    run.task.check(frame, test_path)
+    targets = run.task.targets(frame).numpy()
+    return run.task.metrics(run.scores(frame["text"].tolist()), targets)
+
+
+# --- generative runs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How `generate` and `chat` draw an answer; checked once, here, for every caller."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0: greedy, deterministic
+    top_p: float = 1.0
+    seed: int = 0
+
+    def validate(self) -> Sampling:
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise TunesmithError(f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise TunesmithError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise TunesmithError(f"--top-p must be in (0, 1], got {self.top_p}")
+        return self
+
+
+def answer(run: GenerativeRun, history: Conversation, sampling: Sampling) -> str:
+    return run.lm.generate(
+        [history], 1, sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p
+    )[0]
+
+
+class ChatSession:
+    """A conversation with a run: its history, and the commands a chat understands (/reset, /exit)."""
+
+    COMMANDS = "/reset clears the history, /exit (or Ctrl-D) quits"
+
+    def __init__(self, run: GenerativeRun, sampling: Sampling, system: str | None = None) -> None:
+        if run.lm.seq2seq:
+            raise TunesmithError("a seq2seq run answers one source at a time: use `tunesmith generate`")
+        self.run, self.sampling, self.system = run, sampling.validate(), system
+        self.history = run.opening(system)
+        torch.manual_seed(sampling.seed)
+
+    def reply(self, line: str) -> str | None:
+        """The model's answer to one line typed by the user; None when the line was a command or empty."""
+        line = line.strip()
+        if line == "/reset":
+            self.history = self.run.opening(self.system)
+            return None
+        if not line:
+            return None
+        self.history.append(self.run.user_turn(line))
+        text = answer(self.run, self.history, self.sampling)
+        self.history.append({"role": "assistant", "content": text})
+        return text
+
+    @staticmethod
+    def wants_exit(line: str) -> bool:
+        return line.strip() in ("/exit", "/quit")
+
+
+def generate_answers(
+    run: GenerativeRun, prompts: list[str], sampling: Sampling, system: str | None = None
+) -> list[str]:
+    sampling.validate()
+    torch.manual_seed(sampling.seed)
+    return [answer(run, [*run.opening(system), run.user_turn(p)], sampling) for p in prompts]
+
+
+def evaluate_generative(run: GenerativeRun, test_path: str, max_rows: int | None = None) -> dict[str, Any]:
+    """Base and fine-tuned scores on a test file; the base is the adapter switched off, or the original model."""
+    cfg = run.cfg
+    convs, _ = load_conversations(test_path, cfg.data.chat, cfg.data.encoding)
+    rows = convs[: (cfg.eval.generate_max_rows if max_rows is None else max_rows) or None]
+    examples = run.lm.encode(convs, source=test_path)
+    bs, new_tokens = cfg.train.eval_batch_size, cfg.eval.max_new_tokens
+    tuned = score(run.lm, examples, rows, bs, new_tokens)
+    if run.is_peft and hasattr(run.lm.model, "disable_adapter"):
+        with run.lm.model.disable_adapter():
+            base = score(run.lm, examples, rows, bs, new_tokens)
+    else:
+        seed_everything(cfg.train.seed)  # a warm-started seq2seq base is random in part: the same draw as training
+        original = load_lm(resolve_model(cfg.model.name), cfg.model, cfg.task).to(run.lm.device).eval()
+        lm = LanguageModel(original, run.lm.tokenizer, cfg.task, cfg.data.max_length, run.lm.device)
+        base = score(lm, examples, rows, bs, new_tokens)
+    return {"base": base["scores"], "finetuned": tuned["scores"]}
+
+
+def evaluate_run(run_dir: str | Path, test_path: str, device: str = "auto", trust_remote_code: bool = False) -> dict:
+    """Scores of any finished run on a test file: a classifier's metrics, or a generative run's base and tuned."""
+    run = open_run(run_dir, device, trust_remote_code)
+    if isinstance(run, GenerativeRun):
+        return evaluate_generative(run, test_path)
+    return evaluate_file(run, test_path)

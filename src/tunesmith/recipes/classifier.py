@@ -1,0 +1,229 @@
+"""The classifier recipe (classification, regression, multilabel): data -> model -> baseline -> train -> score -> save.
+
+A function you can call many times: it never changes the config it is given, data prepared once
+(`prepare_classifier_data`) can be passed to every call, `on_evaluate` sees each validation result
+and may stop the run, and `save="none"` keeps a search trial to its metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from tunesmith.config import RunConfig
+from tunesmith.data.io import write_table
+from tunesmith.data.prepare import Prepared, prepare_data
+from tunesmith.errors import TunesmithError
+from tunesmith.evaluate.baseline import score_baselines
+from tunesmith.models.loading import (
+    apply_method,
+    load_classifier,
+    load_tokenizer,
+    position_limit,
+    trainable_summary,
+)
+from tunesmith.models.registry import resolve_model
+from tunesmith.rows import with_label_cells
+from tunesmith.run_folder import RunFolder, cached, fingerprint, plan_run_folder, save_json, save_model
+from tunesmith.tasks import build_task, task_info
+from tunesmith.tasks.base import Task, encode_texts, make_examples
+from tunesmith.train.loop import OnEvaluate, Trainer, predict_scores, score_evaluator
+from tunesmith.utils import is_main_process, pick_device, seed_everything
+
+log = logging.getLogger("tunesmith")
+
+
+@dataclass
+class ClassifierData:
+    """The splits of one data config, cleaned and deduplicated once, with token ids cached per tokenizer."""
+
+    source: dict[str, Any]  # what it was prepared from; a run given other data settings refuses it
+    prepared: Prepared
+    _ids: dict[tuple[str, int], list[list[list[int]]]] = field(default_factory=dict, repr=False)
+
+    def token_ids(self, tokenizer: Any, model: str, max_length: int) -> list[list[list[int]]]:
+        """Token ids of train, validation and test, tokenised once per (model, max length)."""
+        key = (model, max_length)
+        if key not in self._ids:
+            self._ids[key] = [encode_texts(tokenizer, frame["text"].tolist(), max_length) for frame in self._frames()]
+        return self._ids[key]
+
+    def _frames(self) -> list[pd.DataFrame]:
+        s = self.prepared.splits
+        return [s.train, s.validation, s.test]
+
+
+def _data_source(cfg: RunConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(cfg.data)
+    data.pop("max_length")  # tokenisation is cached per length; the rows do not depend on it
+    return {"task": cfg.task, "seed": cfg.train.seed, "data": data}
+
+
+def prepare_classifier_data(cfg: RunConfig) -> ClassifierData:
+    """Read, clean, deduplicate and split once; pass the result to `train_run(..., data=)` as often as needed."""
+    cfg.validate_data()
+    return ClassifierData(_data_source(cfg), prepare_data(cfg.data, cfg.task, cfg.train.seed))
+
+
+def train_run(
+    cfg: RunConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    data: ClassifierData | None = None,
+    on_evaluate: OnEvaluate | None = None,
+    save: str = "full",
+) -> dict[str, Any]:
+    """Train one classifier run into `cfg.output`; returns metrics.json's content. `cfg` is left as given."""
+    cfg = cfg.resolved()
+    d = cfg.data
+    folder = plan_run_folder(cfg.output, overwrite, resume, [d.train, d.validation, d.test], save)
+    seed_everything(cfg.train.seed)
+    device = pick_device(cfg.train.device)
+
+    if data is None:
+        data = prepare_classifier_data(cfg)
+    elif data.source != _data_source(cfg):
+        raise TunesmithError("the prepared data was made with other data settings; prepare it again for this config")
+    splits = data.prepared.splits
+    task = _fit_task(cfg, splits)
+    log.info("rows: train %d, validation %d, test %d", len(splits.train), len(splits.validation), len(splits.test))
+
+    model_path = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    model = load_classifier(model_path, task.model_kwargs(), cfg.model, tokenizer.pad_token_id)
+    _cap_max_length(cfg, model)
+    collate = task_info(cfg.task).collate(tokenizer.pad_token_id)
+    train, validation, test = (
+        make_examples(ids, task.targets(frame))
+        for ids, frame in zip(data.token_ids(tokenizer, model_path, d.max_length), data._frames(), strict=True)
+    )
+    folder.create(cfg, fingerprint(cfg, task.state()))  # only now: bad data or a bad model never cost the old run
+    _save_data_record(folder, data.prepared, task, cfg)
+
+    base = _baselines(cfg, folder, model, task, tokenizer, train, test, collate, device)
+    model = apply_method(model, cfg.method, cfg.model.freeze_embeddings, task_info(cfg.task).peft_task_type)
+    log.info(trainable_summary(model))
+    evaluate = score_evaluator(task, validation, collate, cfg.train.eval_batch_size, device)
+    trainer = Trainer(
+        model, task, train, cfg.train, folder.work, device, collate, evaluate, on_evaluate, checkpoints=save != "none"
+    )
+    state = trainer.fit(resume=folder.resume)
+
+    metrics = {**base, "finetuned": _final_scores(cfg, model, task, validation, test, collate, device, state)}
+    if is_main_process():
+        save_json(folder.work, "label_map.json", task.state())  # the tuned threshold, if any
+        if save != "none":
+            save_model(model, tokenizer, folder.work / "model")
+        _save_confusion(metrics, folder)
+        save_json(folder.work, "metrics.json", metrics)
+    folder.commit()
+    return metrics
+
+
+def _fit_task(cfg: RunConfig, splits: Any) -> Task:
+    task = build_task(cfg.task)
+    task.fit(splits.train, cfg.data.train)
+    if cfg.train.class_weights == "balanced":
+        task.balance(splits.train)
+    task.check(splits.validation, cfg.data.validation or cfg.data.train)
+    task.check(splits.test, cfg.data.test or cfg.data.train)
+    return task
+
+
+def _cap_max_length(cfg: RunConfig, model: nn.Module) -> None:
+    """Positions past the model's embeddings crash the forward pass; the resolved copy is capped instead."""
+    limit = position_limit(model)
+    if limit and cfg.data.max_length > limit:
+        log.warning("%s covers %d positions: --max-length lowered from %d", cfg.model.name, limit, cfg.data.max_length)
+        cfg.data.max_length = limit
+
+
+def _save_data_record(folder: RunFolder, prepared: Prepared, task: Task, cfg: RunConfig) -> None:
+    if not is_main_process() or folder.resume:
+        return
+    save_json(folder.work, "data_manifest.json", prepared.manifest())
+    if len(prepared.removed):
+        write_table(with_label_cells(prepared.removed, cfg.data.label_separator), folder.work / "removed_rows.csv")
+    save_json(folder.work, "label_map.json", task.state())
+
+
+def _final_scores(
+    cfg: RunConfig,
+    model: nn.Module,
+    task: Task,
+    validation: list[dict],
+    test: list[dict],
+    collate: Callable,
+    device: torch.device,
+    state: Any,
+) -> dict[str, Any]:
+    """Validation as the best checkpoint was chosen on it; then any decision threshold is tuned on validation and
+    the test split, which played no part in either choice, is scored as a user's predictions will be."""
+    bs = cfg.train.eval_batch_size
+    val_scores = predict_scores(model, task, validation, collate, bs, device)
+    val_targets = torch.stack([ex["labels"] for ex in validation]).numpy()
+    validation_metrics = task.metrics(val_scores, val_targets)
+    task.tune(val_scores, val_targets)
+    test_scores = predict_scores(model, task, test, collate, bs, device)
+    test_targets = torch.stack([ex["labels"] for ex in test]).numpy()
+    return {
+        "method": cfg.method.method,
+        "best_step": state.best_step,
+        "steps": state.step,
+        "stopped_early": state.stopped_early,
+        "validation": validation_metrics,
+        "test": task.metrics(test_scores, test_targets),
+    }
+
+
+def _baselines(
+    cfg: RunConfig,
+    folder: RunFolder,
+    model: nn.Module,
+    task: Task,
+    tokenizer: Any,
+    train: list[dict],
+    test: list[dict],
+    collate: Callable,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Base-model scores, computed once per run folder (a resumed run reuses them)."""
+    if not cfg.eval.baseline:
+        return {}
+    earlier = cached(folder.work, "baseline.json", folder.resume)
+    if earlier is not None:
+        return earlier
+    log.info("scoring the base model on the test split")
+    scores = score_baselines(
+        model,
+        task,
+        tokenizer,
+        train,
+        test,
+        collate,
+        cfg.train.eval_batch_size,
+        device,
+        cfg.eval.baseline_max_rows,
+        cfg.train.seed,
+    )
+    # "base" is the untouched model where it can classify by itself, else the cheapest trained head.
+    base_kind = "zero_shot" if "zero_shot" in scores else "linear_probe"
+    result = {"base": {"kind": base_kind, **scores[base_kind]}, **scores}
+    save_json(folder.work, "baseline.json", result)
+    return result
+
+
+def _save_confusion(metrics: dict[str, Any], folder: RunFolder) -> None:
+    cm = metrics["finetuned"]["test"].get("confusion_matrix")
+    if cm:
+        frame = pd.DataFrame(cm["matrix"], index=cm["labels"], columns=cm["labels"])
+        frame.index.name = "true \\ predicted"
+        write_table(frame.reset_index(), folder.work / "confusion_matrix.csv")

@@ -1,0 +1,246 @@
+"""The run folder: the one interface between training and every command that uses a run afterwards.
+
+    runs/x/  tunesmith.json (what made it) · config.yaml · fingerprint.json · data_manifest.json ·
+             label_map.json · baseline.json · log.jsonl · checkpoints/ · model/ · metrics.json · ...
+
+A fresh run writes straight into `--output`. Replacing a run (`--overwrite`) trains in `<output>.next`
+and swaps it in once the new run has finished, so the old run survives a failure halfway; `--resume`
+continues whichever of the two holds the interrupted run. A resume must see the same data, labels,
+model, method and training settings as the run it continues, or the batches it replays and the head
+it loads are wrong without any error: `fingerprint.json` records them and a mismatch is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tunesmith.config import COMMAND_FLAGS, RunConfig, from_dict, load_yaml, save_yaml
+from tunesmith.errors import TunesmithError
+from tunesmith.outputs import (
+    check_inputs_outside,
+    check_output_folder,
+    foreign_entries,
+    read_marker,
+    swap_in,
+    write_marker,
+)
+from tunesmith.utils import atomic_write_json, is_main_process, replace_dir
+
+log = logging.getLogger("tunesmith")
+
+SAVE_POLICIES = ("full", "best-only", "none")
+
+# Training settings a resume must share with the run it continues: each changes which batches are
+# replayed or what the restored optimizer and schedule mean. A lower --lr (the cure for a loss that
+# became NaN), --precision, evaluation and device settings may change.
+_TRAIN_FIELDS = (
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "weight_decay",
+    "warmup_ratio",
+    "scheduler",
+    "max_grad_norm",
+    "seed",
+    "class_weights",
+)
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    ckpt = folder / "checkpoints"
+    return any((ckpt / name / "state.json").is_file() for name in ("last", "last.tmp", "last.old"))
+
+
+@dataclass
+class RunFolder:
+    """Where a run is written (`work`) and where it ends up (`final`): the same folder unless a run is replaced."""
+
+    final: Path
+    work: Path
+    resume: bool
+    save: str = "full"
+
+    @property
+    def staged(self) -> bool:
+        return self.work != self.final
+
+    def create(self, cfg: RunConfig, fingerprint: dict[str, Any]) -> None:
+        """Called once the data and the model have loaded: a bad input never costs the old run."""
+        if not is_main_process():
+            return
+        if self.resume:
+            check_fingerprint(self.work, fingerprint)
+            if read_marker(self.work) is None:
+                write_marker(self.work, "run", task=cfg.task)  # a run from before markers: it is ours
+            return
+        if self.staged and self.work.exists():
+            shutil.rmtree(self.work)  # an earlier replacement that never finished; plan() checked it is ours
+        self.work.mkdir(parents=True, exist_ok=True)
+        write_marker(self.work, "run", task=cfg.task)
+        save_yaml(cfg, self.work / "config.yaml")
+        atomic_write_json(self.work / "fingerprint.json", fingerprint)
+
+    def commit(self) -> None:
+        """The run has finished: drop what the save policy does not keep, and swap a replacement into place."""
+        if not is_main_process():
+            return
+        if self.save != "full":
+            shutil.rmtree(self.work / "checkpoints", ignore_errors=True)
+        if self.staged:
+            swap_in(self.work, self.final)
+            log.info("replaced the earlier run in %s", self.final)
+
+
+def plan_run_folder(
+    output: str | Path, overwrite: bool, resume: bool, inputs: list[str | None], save: str = "full"
+) -> RunFolder:
+    """Decide where a run writes before anything is read; refuse with one line what would lose files."""
+    if overwrite and resume:
+        raise TunesmithError("--overwrite starts the run again and --resume continues it: pass only one")
+    if save not in SAVE_POLICIES:
+        raise TunesmithError(f"save policy must be one of {', '.join(SAVE_POLICIES)}, got {save!r}")
+    final = Path(output)
+    check_inputs_outside(final, inputs, "--output")
+    staging = final.with_name(final.name + ".next")
+    if resume:
+        for folder in (staging, final):
+            if folder.is_dir() and _has_checkpoint(folder) and not foreign_entries(folder, "run"):
+                return RunFolder(final, folder, resume=True, save=save)
+        raise TunesmithError(
+            f"--resume: {final} holds no checkpoint to continue; start the run without --resume "
+            "(or with --overwrite to replace it)"
+        )
+    check_output_folder(final, "run", overwrite)
+    if final.is_dir() and any(final.iterdir()):
+        if staging.exists():
+            check_output_folder(staging, "run", overwrite=True)
+        return RunFolder(final, staging, resume=False, save=save)
+    return RunFolder(final, final, resume=False, save=save)
+
+
+# --- what a resume must match ----------------------------------------------------------------------
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(cfg: RunConfig, labels: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What must not change between a run and its resume, flattened to `field: value` for one-line messages."""
+    d = cfg.data
+    data = dataclasses.asdict(d)
+    files = {name: data.pop(name) for name in ("train", "validation", "test")}
+    out: dict[str, Any] = {"task": cfg.task, "model": cfg.model.name}
+    out |= {f"data file {name}": file_digest(path) for name, path in files.items() if path}
+    out |= _flatten("data", data)
+    out |= _flatten("method", dataclasses.asdict(cfg.method))
+    out |= {f"train.{name}": getattr(cfg.train, name) for name in _TRAIN_FIELDS}
+    out["model.freeze_embeddings"] = cfg.model.freeze_embeddings
+    out["model.dropout"] = cfg.model.dropout
+    if labels is not None:
+        out["labels"] = labels
+    return json.loads(json.dumps(out))  # as it reads back from fingerprint.json: tuples become lists
+
+
+def _flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= _flatten(f"{prefix}.{key}", value)
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
+def check_fingerprint(folder: Path, current: dict[str, Any]) -> None:
+    path = folder / "fingerprint.json"
+    if not path.is_file():
+        log.warning("%s has no fingerprint.json (made before tunesmith recorded one): resuming unchecked", folder)
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key) != current.get(key):
+            was, now = saved.get(key, "(unset)"), current.get(key, "(unset)")
+            if key.startswith("data file"):
+                was, now = f"sha256 {str(was)[:12]}", f"sha256 {str(now)[:12]}"
+            raise TunesmithError(
+                f"--resume: {key} was {_short(was)} when the run started and is {_short(now)} now; resume with "
+                "what the run started with, or start a new run (--overwrite or a new --output)"
+            )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- saving and reading back -------------------------------------------------------------------------
+
+
+def save_model(model: nn.Module, tokenizer: Any, folder: Path) -> None:
+    """A peft model saves its adapter only (PEFT format); a full model saves everything. Atomic."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)  # carries a chat template used in training
+    replace_dir(tmp, folder)
+
+
+def cached(folder: Path, name: str, resume: bool) -> Any | None:
+    """A result an earlier attempt of this run saved (e.g. the base-model scores), when resuming."""
+    path = folder / name
+    return json.loads(path.read_text(encoding="utf-8")) if resume and path.is_file() else None
+
+
+def save_json(folder: Path, name: str, value: Any) -> None:
+    if is_main_process():
+        atomic_write_json(folder / name, value)
+
+
+def run_config(run_dir: str | Path) -> RunConfig:
+    """A finished run's config. The run's own `trust_remote_code` is ignored: a folder from someone else
+    must never switch on remote code; only the user's own flag does (see `load_config_for_use`)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise TunesmithError(f"{run_dir} is not a tunesmith run (no config.yaml); train one first")
+    cfg = from_dict(load_yaml(path), str(path), saved=True)
+    cfg.model.trust_remote_code = False
+    return cfg
+
+
+def resumed_config(output: str | None) -> dict[str, Any] | None:
+    """The saved config of the run `--resume --output` continues, for flags and a config file to go over."""
+    if not output:
+        return None
+    final = Path(output)
+    for folder in (final.with_name(final.name + ".next"), final):
+        path = folder / "config.yaml"
+        if _has_checkpoint(folder) and path.is_file():
+            raw = load_yaml(path)
+            for name in COMMAND_FLAGS:
+                raw.pop(name, None)  # runs saved before these became command flags
+            return raw
+    return None
+
+
+def require_finished(run_dir: Path, *needed: str) -> None:
+    for name in ("config.yaml", "model", *needed):
+        if not (run_dir / name).exists():
+            saved_nothing = name == "model" and (run_dir / "metrics.json").is_file()
+            hint = " (it was trained with --save none)" if saved_nothing else ""
+            raise TunesmithError(f"{run_dir} is not a finished tunesmith run (no {name}{hint}); train one first")

@@ -1,0 +1,52 @@
+"""What a finished run prints: base beside fine-tuned on the same test split, as text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_SCORE_KEYS = ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2", "spearman")
+_GENERATION_KEYS = ("perplexity", "bleu", "chrf", "rougeL", "exact_match")
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """The table of any run's metrics.json: a classifier's or a generative run's."""
+    return generative_summary(metrics) if "perplexity" in metrics["finetuned"]["test"] else score_summary(metrics)
+
+
+def score_summary(metrics: dict[str, Any]) -> str:
+    rows = [(name, metrics[name]) for name in ("zero_shot", "linear_probe", "finetuned") if name in metrics]
+    keys = [k for k in _SCORE_KEYS if k in metrics["finetuned"]["test"]]
+    labels = {
+        "zero_shot": "base model, zero-shot",
+        "linear_probe": "base model + linear probe",
+        "finetuned": f"fine-tuned ({metrics['finetuned']['method']})",
+    }
+    width = max(len(labels[name]) for name, _ in rows)
+    lines = ["", f"{'test split':<{width}}  " + "  ".join(f"{k:>9}" for k in keys)]
+    lines += [f"{labels[name]:<{width}}  " + "  ".join(f"{m['test'][k]:>9.4f}" for k in keys) for name, m in rows]
+    if "base" in metrics:
+        lines.append(f"(base = {labels[metrics['base']['kind']]}: {metrics['base']['description']})")
+    return "\n".join(lines)
+
+
+def generative_summary(metrics: dict[str, Any]) -> str:
+    """Answer perplexity on every test row, text metrics on the generated ones; the base model beside."""
+    rows = [("base model", metrics.get("base") or {}), ("fine-tuned", metrics["finetuned"]["test"])]
+    lines = ["", f"{'test split':<12}  " + "  ".join(f"{k:>11}" for k in _GENERATION_KEYS)]
+    for name, m in rows:
+        if m:
+            values = {"perplexity": m["perplexity"], **m["generation"]}
+            lines.append(f"{name:<12}  " + "  ".join(f"{values[k]:>11.4f}" for k in _GENERATION_KEYS))
+    test = metrics["finetuned"]["test"]
+    lines.append(
+        f"(perplexity over {test['tokens']} answer tokens; text metrics over {test['generation']['n']} answers)"
+    )
+    return "\n".join(lines)
+
+
+def evaluation_summary(metrics: dict[str, Any]) -> str:
+    """What `tunesmith evaluate` prints: a generative run's table, or a classifier's headline numbers."""
+    if "finetuned" in metrics:
+        return generative_summary({"base": metrics["base"], "finetuned": {"test": metrics["finetuned"]}})
+    return json.dumps({k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, indent=2)

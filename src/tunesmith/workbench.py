@@ -1,0 +1,122 @@
+"""`tunesmith data inspect|prepare`: one function each, for labelled tables and conversation files alike.
+
+Token lengths are counted with the tokenizer of the model the data is meant for. Prepared files are
+written into a fresh folder that replaces `--output` only once complete (see outputs.py), so files of an
+earlier prepare (folds.json, say) never survive beside new splits they no longer match.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import RunConfig, from_dict, merge, to_dict
+from tunesmith.errors import TunesmithError
+from tunesmith.outputs import staged_output
+from tunesmith.tasks import task_info
+
+
+@dataclass
+class Inspection:
+    report: dict[str, Any]
+    text: str
+
+
+def _tokenizer_for(cfg: RunConfig) -> Any:
+    from tunesmith.models.loading import load_tokenizer
+    from tunesmith.models.registry import resolve_model
+
+    return load_tokenizer(resolve_model(cfg.model.name), cfg.model.trust_remote_code)
+
+
+def inspect(cfg: RunConfig) -> Inspection:
+    """A data-quality report of the files in `cfg.data`, as a mapping and as text."""
+    cfg = cfg.resolved(data_only=True)
+    if task_info(cfg.task).generative:
+        from tunesmith.data.chat_report import inspect_conversations, render_chat_text
+        from tunesmith.models.registry import model_kind
+
+        if cfg.task == "sft" and model_kind(cfg.model.name) == "encoder":
+            raise TunesmithError(
+                f"--task sft counts tokens with a causal LM's chat template, and {cfg.model.name} is an encoder; "
+                "pass --model with the model you will train (e.g. smollm2-135m-instruct)"
+            )
+        report = inspect_conversations(cfg, _tokenizer_for(cfg) if cfg.task == "sft" else None)
+        return Inspection(report, render_chat_text(report))
+    from tunesmith.data.report import inspect_data, render_text
+
+    report = inspect_data(cfg, _tokenizer_for(cfg))
+    return Inspection(report, render_text(report))
+
+
+def write_inspection(inspection: Inspection, path: Path) -> None:
+    from tunesmith.data.report import write_report
+
+    write_report(inspection.report, path, inspection.text)
+
+
+def prepare(cfg: RunConfig, overwrite: bool = False) -> str:
+    """Clean, deduplicate and split `cfg.data` into `cfg.output`; returns what was written, as text."""
+    cfg = cfg.resolved(data_only=True)
+    if not cfg.output:
+        raise TunesmithError("no output folder: pass --output DIR")
+    d = cfg.data
+    out = Path(cfg.output)
+    with staged_output(out, "prepared-data", overwrite, inputs=[d.train, d.validation, d.test]) as work:
+        if task_info(cfg.task).generative:
+            return _prepare_conversations(cfg, work, out)
+        return _prepare_table(cfg, work, out)
+
+
+def _prepare_conversations(cfg: RunConfig, work: Path, out: Path) -> str:
+    from tunesmith.data.chat_report import write_conversation_splits
+
+    manifest = write_conversation_splits(cfg, work)
+    sizes = manifest["rows"]
+    return (
+        f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']} conversations "
+        f"(exact repeats dropped: {sum(manifest['removed'].values())}, see removed.jsonl); wrote {out}/*.jsonl"
+    )
+
+
+def _prepare_table(cfg: RunConfig, work: Path, out: Path) -> str:
+    from tunesmith.data.report import inspect_data, write_report
+    from tunesmith.data.stream import is_large
+
+    if is_large(cfg.data.train):
+        from tunesmith.data.prepare_stream import prepare_stream
+
+        sizes = prepare_stream(cfg, work)["rows"]
+        return (
+            f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']} (streamed; "
+            f"see manifest.json and removed.csv)"
+        )
+    from tunesmith.data.prepare import prepare_data, write_prepared
+
+    prepared = prepare_data(cfg.data, cfg.task, cfg.train.seed, with_folds=True)
+    paths = write_prepared(prepared, work, cfg.data.label_separator)
+    written = {"train": "train.csv", "validation": "validation.csv", "test": "test.csv"}
+    report_cfg = from_dict(
+        merge(
+            to_dict(cfg),
+            {
+                "data": {
+                    **{name: str(work / file) for name, file in written.items()},
+                    "text_columns": ["text"],
+                    "label_columns": ["label"],
+                }
+            },
+        )
+    )
+    # The report names the files where they will be, not in the folder they are written to first.
+    report = json.loads(json.dumps(inspect_data(report_cfg, _tokenizer_for(cfg))).replace(str(work), str(out)))
+    write_report(report, work / "report.html")
+    write_report(report, work / "report.json")
+    sizes = prepared.manifest()["rows"]
+    names = ", ".join(str(out / p.name) for p in [*paths, work / "report.html", work / "report.json"])
+    return (
+        f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}, "
+        f"removed {len(prepared.removed)} rows (see removed.csv)\nwrote {names}"
+    )
