@@ -11,7 +11,18 @@ import csv
 import random
 from pathlib import Path
 
-PRODUCTS_EN = ["phone", "laptop", "headset", "charger", "washing machine", "blender", "camera", "sofa", "jacket", "watch"]
+PRODUCTS_EN = [
+    "phone",
+    "laptop",
+    "headset",
+    "charger",
+    "washing machine",
+    "blender",
+    "camera",
+    "sofa",
+    "jacket",
+    "watch",
+]
 PRODUCTS_ZH = ["手机", "笔记本电脑", "耳机", "充电器", "洗衣机", "榨汁机", "相机", "沙发", "外套", "手表"]
 CITIES_EN = ["Shanghai", "Beijing", "London", "Berlin", "Austin", "Toronto", "Sydney", "Madrid"]
 CITIES_ZH = ["上海", "北京", "广州", "深圳", "杭州", "成都", "武汉", "南京"]
@@ -83,7 +94,7 @@ def write_messages(path: Path, rows: int, seed: int = 0, extra_columns: bool = T
                 text, label = rng.choice(recent)
             else:
                 text, label = message(rng)
-                recent = (recent + [(text, label)])[-50:]
+                recent = [*recent, (text, label)][-50:]
             if extra_columns:
                 created = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
                 writer.writerow([f"{i:07d}", text, label, rng.choice(["email", "chat", "app"]), created])

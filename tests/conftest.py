@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import os
 import random
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -154,3 +159,70 @@ def write_intents(path: Path, per_class: int = 20, seed: int = 0) -> Path:
 @pytest.fixture
 def intents_csv(tmp_path: Path) -> Path:
     return write_intents(tmp_path / "intents.csv")
+
+
+# --- the command line, in-process -------------------------------------------------------------------
+
+FAST = ["--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--no-baseline"]
+
+
+@dataclass
+class Result:
+    code: int | str | None
+    out: str
+    err: str
+
+    def json_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.out.splitlines() if line.startswith("{")]
+
+
+def _call_main(argv: list[str]) -> tuple[int | str | None, str]:
+    """main() the way a fresh process runs it: its logging set-up works and a crash shows a traceback.
+
+    pytest keeps capture handlers on the root logger, which turns main()'s logging.basicConfig into a
+    no-op; they are taken off for the call so `tunesmith: ...` lines reach stderr as they do for users.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers.clear()
+    from tunesmith.cli import main
+
+    crash = ""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    except Exception:
+        code, crash = 1, traceback.format_exc()
+    finally:
+        for handler in root.handlers:
+            handler.flush()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return code, crash
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    def run(*argv: str) -> Result:
+        capsys.readouterr()
+        code, crash = _call_main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err + crash)
+
+    return run
+
+
+def one_error_line(result: Result, *needles: str) -> str:
+    """Exit 2, one `tunesmith: error:` line naming each needle, and no traceback."""
+    assert "Traceback" not in result.err, result.err
+    assert result.code == 2, result.err
+    errors = [line for line in result.err.splitlines() if line.startswith("tunesmith: error:")]
+    assert len(errors) == 1, result.err
+    for needle in needles:
+        assert needle in errors[0]
+    return errors[0]
+
+
+def train_args(model: str, train: Path | str, output: str = "run", *extra: str) -> list[str]:
+    return ["train", "--model", model, "--train", str(train), "--output", output, *extra]

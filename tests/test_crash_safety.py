@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -121,7 +120,7 @@ def reference(tiny_model: str, tokenizer: Any, tmp_path_factory: pytest.TempPath
     t = make_trainer(tiny_model, tokenizer, run_dir, **SETTINGS)
     best_step = t.fit().best_step
     last = load_file(str(run_dir / "checkpoints" / "last" / "trainable.safetensors"))
-    return {"best_step": best_step, "last": last, "best": {k: v.clone() for k, v in trainable_state(t.model).items()}}
+    return {"best_step": best_step, "last": last, "best": trainable_state(t.model)}
 
 
 def truncate(path: Path) -> None:
@@ -209,17 +208,24 @@ def test_resume_picks_the_newest_complete_checkpoint(
 
 
 def test_a_run_with_no_complete_checkpoint_starts_over(tiny_model: str, tokenizer: Any, tmp_path: Path) -> None:
+    """Fails before: the truncated weights ended the resume in safetensors' error. And once it started over,
+    the best/ of the attempt before (step 3) must not be what the run ends on: here no evaluation improves."""
     run_dir = tmp_path / "run"
+    ckpt = run_dir / "checkpoints"
     t = make_trainer(tiny_model, tokenizer, run_dir, **SETTINGS)
-    stop_after_checkpoint(t, 2)
+    stop_after_checkpoint(t, 4)
     with pytest.raises(KeyboardInterrupt):
         t.fit()
-    truncate(run_dir / "checkpoints" / "last" / "trainable.safetensors")
-    resumed = make_trainer(tiny_model, tokenizer, run_dir, **SETTINGS)
+    assert json.loads((ckpt / "best" / "state.json").read_text())["step"] == 3
+    truncate(ckpt / "last" / "trainable.safetensors")
+    resumed = make_trainer(tiny_model, tokenizer, run_dir, lambda: float("nan"), **SETTINGS)
     trained = count_steps(resumed)
-    assert resumed.fit(resume=True).step == 6
-    assert trained == [1, 2, 3, 4, 5, 6]
+    state = resumed.fit(resume=True)
+    assert trained == [1, 2, 3, 4, 5, 6] and state.best_step == 0
     assert [r["step"] for r in read_log(run_dir) if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
+    last = load_file(str(ckpt / "last" / "trainable.safetensors"))
+    now = trainable_state(resumed.model)
+    assert all(torch.equal(now[k], last[k]) for k in now)  # the last step's weights, not the stale best/
 
 
 # --- last/ before best/ ------------------------------------------------------------------------------
@@ -246,7 +252,7 @@ def test_a_crash_between_the_two_saves_of_a_best_step_keeps_best_consistent(
 
     def save_then_die(folder: Path, model: torch.nn.Module, info: dict, *args: Any) -> None:
         real_save(folder, model, info, *args)
-        snapshots.setdefault(info["step"], {k: v.clone() for k, v in trainable_state(model).items()})
+        snapshots.setdefault(info["step"], trainable_state(model))
         saves.append(folder.name)
         if len(saves) == 3:  # step 1: last and best; step 2: the first of its two saves
             raise KeyboardInterrupt
@@ -271,14 +277,8 @@ def test_a_crash_between_the_two_saves_of_a_best_step_keeps_best_consistent(
 # --- durability: flushed before the rename ---------------------------------------------------------------
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc to name the flushed files")
-def test_checkpoint_files_and_folders_are_flushed_around_the_renames(
-    tiny_model: str, tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Fails before: nothing was fsynced, so after a power cut last/ could be in place with empty files."""
-    t = make_trainer(tiny_model, tokenizer, tmp_path / "run", max_steps=1)
-    folder = tmp_path / "run" / "checkpoints" / "last"
-    save_checkpoint(folder, t.model, {"step": 0}, t.optimizer, t.scheduler)  # an older one to replace
+def record_flushes_and_renames(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Every fsync (by the path of its descriptor) and every rename, in order."""
     events: list[tuple[str, ...]] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -292,6 +292,18 @@ def test_checkpoint_files_and_folders_are_flushed_around_the_renames(
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc to name the flushed files")
+def test_checkpoint_files_and_folders_are_flushed_around_the_renames(
+    tiny_model: str, tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails before: nothing was fsynced, so after a power cut last/ could be in place with empty files."""
+    t = make_trainer(tiny_model, tokenizer, tmp_path / "run", max_steps=1)
+    folder = tmp_path / "run" / "checkpoints" / "last"
+    save_checkpoint(folder, t.model, {"step": 0}, t.optimizer, t.scheduler)  # an older one to replace
+    events = record_flushes_and_renames(monkeypatch)
     save_checkpoint(folder, t.model, {"step": 1}, t.optimizer, t.scheduler)
 
     tmp = str(folder.with_name("last.tmp"))
@@ -306,11 +318,30 @@ def test_checkpoint_files_and_folders_are_flushed_around_the_renames(
     assert all(set(v) == {"size", "sha256"} for v in state["files"].values())
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc to name the flushed files")
+def test_the_log_lines_a_checkpoint_counts_are_flushed_before_it(
+    tiny_model: str, tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails before: log.jsonl was never flushed, so after a power cut a checkpoint could count lines the
+    log no longer held, and the resume would keep fewer lines than it skips steps."""
+    run_dir = tmp_path / "run"
+    t = make_trainer(tiny_model, tokenizer, run_dir, max_steps=2, checkpoint_every=1, eval_every=2)
+    events = record_flushes_and_renames(monkeypatch)
+    t.fit()
+    last, log = run_dir / "checkpoints" / "last", str(run_dir / "log.jsonl")
+    saves = [i for i, e in enumerate(events) if e == ("rename", str(last.with_name("last.tmp")), str(last))]
+    assert len(saves) == 3  # steps 1 and 2, and the final one
+    starts = [0, *saves[:-1]]
+    assert all(("fsync", log) in events[a:b] for a, b in zip(starts, saves, strict=True))
+
+
 def test_log_trim_on_resume_is_atomic(tmp_path: Path) -> None:
     """Fails before: the trim rewrote log.jsonl in place, so a crash (here: the disk full) mid-write lost it."""
+    resource = pytest.importorskip("resource")  # a file size limit stands in for the full disk (POSIX)
     path = tmp_path / "log.jsonl"
     lines = [
-        json.dumps({"type": "train", "step": i, "loss": 1.0 / i, "note": "训练" * 20}) + "\n" for i in range(1, 11)
+        json.dumps({"type": "train", "step": i, "loss": 1.0 / i, "note": "训练" * 20}, ensure_ascii=False) + "\n"
+        for i in range(1, 11)
     ]
     path.write_text("".join(lines), encoding="utf-8")
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -415,12 +446,13 @@ def finish(proc: subprocess.Popen, output: Path) -> None:
 
 
 def kill_mid_run(args: list[str], output: Path, env: dict[str, str], total: int) -> int:
-    """Start the run, SIGKILL it once a checkpoint exists and before the last step; the checkpoint's step."""
+    """Start the run, SIGKILL it halfway (after an evaluation, so the best so far is part of what resumes);
+    returns the step of the checkpoint on disk."""
     proc = train_cli(args, output, env)
     deadline = time.monotonic() + 300
-    while checkpoint_step(output) < 2:  # a checkpoint after a few steps
+    while checkpoint_step(output) < total // 2:
         assert proc.poll() is None, output.with_name(output.name + ".out").read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        assert time.monotonic() < deadline, f"no checkpoint of step {total // 2} within 300 s"
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)

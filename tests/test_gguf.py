@@ -141,8 +141,8 @@ def test_gguf_hash_is_taken_once_per_file_version(home: Path, tmp_path: Path, mo
 
     fake_conversions(monkeypatch)
     hashed: list[Path] = []
-    sha256 = registry._sha256
-    monkeypatch.setattr(registry, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    sha256 = registry.sha256_file
+    monkeypatch.setattr(registry, "sha256_file", lambda path: hashed.append(path) or sha256(path))
     path = tmp_path / "model.gguf"
     path.write_bytes(b"GGUF first")
     first = resolve_model(str(path))

@@ -1,5 +1,6 @@
 """Behaviour of tunesmith.data.io: round trips, NaN handling, encodings and one-line errors."""
 
+import csv
 import math
 from pathlib import Path
 
@@ -144,6 +145,20 @@ def test_wide_csv_row_names_physical_line(tmp_path: Path) -> None:
 def test_wide_first_row_is_an_error_not_an_index(tmp_path: Path) -> None:
     path = write_text(tmp_path, "d.tsv", "text\tlabel\nhello\tworld\t1\nok\t2\n")
     assert "row on line 2 has 3 fields, expected 2 (an unquoted tab" in read_error(path)
+
+
+def test_a_field_over_128_kb_does_not_hide_the_real_parse_error(tmp_path: Path) -> None:
+    """The csv module's default 131,072-character field limit raised its own error (a traceback) instead."""
+    long_text = "很长的评论" * 40_000  # 200,000 characters in one field
+    path = write_text(tmp_path, "d.csv", f'text,label\n"{long_text}",1\nok,2\nbroken,3,extra\n')
+    message = read_error(path)
+    assert message.endswith("row on line 4 has 3 fields, expected 2 (an unquoted comma in a text? quote the field)")
+    assert csv.field_size_limit() == 131_072  # the process-wide limit is left as it was
+
+
+def test_an_unclosed_quote_after_a_long_field_names_its_line(tmp_path: Path) -> None:
+    path = write_text(tmp_path, "d.csv", 'text,label\nok,1\n"never closed,2\n' + "x" * 200_000 + "\n")
+    assert "quoted field starting on line 3 is never closed" in read_error(path)
 
 
 def test_unclosed_quote_names_its_line(tmp_path: Path) -> None:

@@ -262,7 +262,8 @@ def test_dedup_removes_duplicates_and_records_every_dropped_row(repeated: Path) 
         assert removed[column].notna().all(), column
     assert set(removed["source"]) == {str(repeated)}
     assert set(removed["step"]) == {"dedup"}
-    assert removed["reason"].str.contains("duplicate of row").all()
+    # Reasons name the kept row by its line in the user's file, as the `line` column does.
+    assert removed["reason"].str.contains(r"duplicate of line \d+").all()
     # Nothing lost silently: each input line is either in a split or in `removed`, never both.
     gone, kept = removed_lines_and_kept_lines(prepared)
     assert len(gone) + len(kept) == 60

@@ -1,4 +1,4 @@
-"""The streaming report agrees with the in-memory one, chunk boundaries or not, and reads chunk by chunk."""
+"""A file read in chunks gives the same report as one read whole: the report does not depend on its size."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from tunesmith.config import RunConfig
-from tunesmith.data.io import iter_table, read_table
+from tunesmith.data import stream
+from tunesmith.data.io import iter_table, read_table, write_table
 from tunesmith.data.report import inspect_data, render_text
-from tunesmith.data.stream import stream_report
 from tunesmith.errors import TunesmithError
 
 ROWS = [
@@ -25,59 +25,73 @@ ROWS = [
     ("reset my password", None),
     ("reset my password", "account"),
     ("cannot log in", "account"),
+    ("the delivery was fast and the phone works perfectly", "shipping"),
+    ("the delivery was fast and the phone works perfectly well", "shipping"),
 ]
 
 
-def _cfg(path: Path) -> RunConfig:
+def _cfg(path: Path, **files: Path) -> RunConfig:
     cfg = RunConfig()
     cfg.data.train = str(path)
+    for name, file in files.items():
+        setattr(cfg.data, name, str(file))
     return cfg
+
+
+def chunked(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    """Every file counts as large, and is read `rows` rows at a time."""
+    monkeypatch.setattr(stream, "STREAM_BYTES", 10)
+    monkeypatch.setattr(stream, "CHUNK_ROWS", rows)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", ".tsv"])
 def test_iter_table_chunks_join_to_the_whole_table(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"d{suffix}"
     frame = pd.DataFrame(ROWS, columns=["text", "label"])
-    from tunesmith.data.io import write_table
-
     write_table(frame, path)
     chunks = list(iter_table(path, rows=3))
-    assert len(chunks) == 4
+    assert len(chunks) == 5
     joined = pd.concat(chunks)
     pd.testing.assert_frame_equal(joined, read_table(path), check_dtype=False)
     assert joined.index.tolist() == list(range(len(ROWS)))
 
 
 @pytest.mark.parametrize("chunk_rows", [2, 3, 100])
-def test_streamed_report_matches_the_in_memory_one(tmp_path: Path, chunk_rows: int) -> None:
+def test_a_report_read_in_chunks_is_the_report_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
+) -> None:
+    """A bug gave files over 256 MB another report: no near duplicates, no example texts, labels unmapped."""
     path = tmp_path / "d.csv"
     pd.DataFrame(ROWS, columns=["text", "label"]).to_csv(path, index=False)
-    cfg = _cfg(path)
-    whole = inspect_data(cfg)["files"]["train"]
-    streamed = stream_report(str(path), cfg, chunk_rows=chunk_rows)
-    assert streamed["rows"] == whole["rows"] == len(ROWS)
-    assert streamed["labels"]["counts"] == whole["labels"]["counts"]
-    assert streamed["labels"]["missing"] == whole["labels"]["missing"]
-    assert streamed["labels"]["lookalike_labels"] == [["refund", "Refund"]]
-    assert streamed["text"]["empty"] == whole["text"]["empty"]
-    assert streamed["text"]["chars"] == whole["text"]["chars"]
-    assert streamed["text"]["scripts"] == whole["text"]["scripts"]
-    assert streamed["text"]["encoding_problems"]["count"] == whole["text"]["encoding_problems"]["count"] == 1
-    for key in ("groups", "extra_rows"):
-        assert streamed["duplicates"]["exact"][key] == whole["duplicates"]["exact"][key]
-    # "我的快递到哪了" under two labels, and "refund please" under refund and Refund.
-    assert streamed["duplicates"]["conflicts"]["count"] == 2
-    assert "lines 4, 5" in streamed["duplicates"]["conflicts"]["examples"][0]["rows"]
-    assert "not computed" in streamed["duplicates"]["near"]["skipped"]
-    render_text({"files": {"train": streamed}})  # the text renderer takes a streamed part too
+    validation = tmp_path / "v.csv"
+    pd.DataFrame([("Where is my parcel", "shipping"), ("a new text", "account")], columns=["text", "label"]).to_csv(
+        validation, index=False
+    )
+    cfg = _cfg(path, validation=validation)
+    cfg.data.dedup.threshold = 0.7
+    whole = inspect_data(cfg)
+    chunked(monkeypatch, chunk_rows)
+    streamed = inspect_data(cfg)
+    for part in streamed["files"].values():
+        assert part.pop("streamed") is True
+    assert streamed == whole
+    part = streamed["files"]["train"]
+    assert part["labels"]["lookalike_labels"] == [["refund", "Refund"]]
+    # Exact groups (parcel, 快递, refund) and the near pair of delivery texts.
+    assert (part["duplicates"]["exact"]["groups"], part["duplicates"]["near"]["groups"]) == (3, 4)
+    assert part["duplicates"]["exact"]["examples"][0]["text"] == "where is my parcel"
+    assert streamed["leaks"]["count"] == 1
+    render_text(streamed)
 
 
-def test_large_files_are_streamed_by_inspect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_files_are_read_in_chunks_by_inspect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "d.csv"
     pd.DataFrame(ROWS, columns=["text", "label"]).to_csv(path, index=False)
-    monkeypatch.setattr("tunesmith.data.stream.STREAM_BYTES", 10)
-    part = inspect_data(_cfg(path))["files"]["train"]
+    chunked(monkeypatch, 4)
+    report = inspect_data(_cfg(path))
+    part = report["files"]["train"]
     assert part.get("streamed") is True and part["rows"] == len(ROWS)
+    assert "(large file: read in chunks)" in render_text(report)
 
 
 def test_streaming_a_non_utf8_file_is_one_clear_error(tmp_path: Path) -> None:
@@ -86,3 +100,10 @@ def test_streaming_a_non_utf8_file_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TunesmithError, match="--encoding"):
         list(iter_table(path))
     assert len(pd.concat(iter_table(path, encoding="gb18030"))) == 1
+
+
+def test_a_chunked_file_of_blank_lines_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_text("\n\n\n", encoding="utf-8")
+    with pytest.raises(TunesmithError, match="no header or data rows"):
+        list(iter_table(path))

@@ -27,7 +27,7 @@ from tunesmith.data.io import read_table, write_table
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.config import MAX_NEW_TOKENS
 from tunesmith.evaluate.generative import LanguageModel, score
-from tunesmith.models.loading import PEFT_METHODS, load_lm, load_tokenizer, load_trained
+from tunesmith.models.loading import PEFT_METHODS, load_adapter, load_lm, load_tokenizer, load_trained
 from tunesmith.models.registry import resolve_model
 from tunesmith.outputs import check_output_file
 from tunesmith.run_folder import require_finished, run_config
@@ -125,10 +125,8 @@ def _open_generative(run_dir: Path, cfg: RunConfig, device: str) -> GenerativeRu
     dev = pick_device(device)
     tokenizer = load_tokenizer(str(run_dir / "model"), cfg.model.trust_remote_code)
     if cfg.method.method in PEFT_METHODS:
-        from peft import PeftModel
-
         base = load_lm(resolve_model(cfg.model.name), cfg.model, cfg.task, cfg.method.method)
-        model = PeftModel.from_pretrained(base, run_dir / "model")
+        model = load_adapter(base, run_dir / "model")
     else:
         model = load_lm(str(run_dir / "model"), cfg.model, cfg.task)
     lm = LanguageModel(model.to(dev).eval(), tokenizer, cfg.task, cfg.data.max_length, dev)

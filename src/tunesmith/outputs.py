@@ -115,13 +115,13 @@ def _is_protected(path: Path) -> str | None:
 
 
 def check_inputs_outside(path: Path, inputs: Iterable[str | Path | None], flag: str) -> None:
-    """Refuse an output that is, or holds, one of the command's input files."""
+    """Refuse an output that is, holds, or sits inside one of the command's inputs (files, or a run folder)."""
     out = path.resolve()
     for given in inputs:
         if not given:
             continue
         source = Path(given).resolve()
-        if source == out or out in source.parents:
+        if source == out or out in source.parents or source in out.parents:
             raise TunesmithError(
                 f"{flag} {path} would replace the input {given}; write to another {flag.lstrip('-')} folder or file"
             )

@@ -33,6 +33,7 @@ from tunesmith.outputs import (
     swap_in,
     write_marker,
 )
+from tunesmith.train.checkpoint import complete_state
 from tunesmith.utils import atomic_write_json, is_main_process, replace_dir
 
 log = logging.getLogger("tunesmith")
@@ -57,8 +58,9 @@ _TRAIN_FIELDS = (
 
 
 def _has_checkpoint(folder: Path) -> bool:
+    """A complete checkpoint to resume from (a truncated one, or one from before checksums, does not count)."""
     ckpt = folder / "checkpoints"
-    return any((ckpt / name / "state.json").is_file() for name in ("last", "last.tmp", "last.old"))
+    return any(complete_state(ckpt / name) is not None for name in ("last", "last.tmp", "last.old"))
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -88,8 +89,17 @@ def fsync_tree(root: Path) -> None:
     """Flush every file and folder under root to disk."""
     for folder, _, files in os.walk(root):
         for name in files:
-            fsync_file(Path(folder, name))
+            if not os.path.islink(path := Path(folder, name)):  # a link's target is not ours to flush
+                fsync_file(path)
         fsync_dir(Path(folder))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def seed_everything(seed: int) -> None:
@@ -105,5 +115,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def is_main_process() -> bool:
-    """Only rank 0 writes files and prints, so the loop is torchrun-ready."""
+    """True unless a torch.distributed process group says this is another rank.
+
+    Nothing in tunesmith starts a process group yet: one process trains on one device. This only keeps
+    the run folder's writes in one place for when distributed training comes."""
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0

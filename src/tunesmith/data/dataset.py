@@ -27,10 +27,25 @@ def load_file(path: str, cfg: DataConfig, multilabel: bool, need_labels: bool = 
     return select_rows(read_table(path, encoding=cfg.encoding), path, cfg, multilabel, need_labels)
 
 
-def select_rows(
-    df: pd.DataFrame, path: str, cfg: DataConfig, multilabel: bool, need_labels: bool = True
-) -> pd.DataFrame:
-    """Reduce a table to `text` (+ `label`); the index still points at the file's own rows."""
+@dataclass
+class Selection:
+    """One table (or chunk) reduced to `text` (+ `label`), and what was dropped on the way, unlogged."""
+
+    rows: pd.DataFrame  # `text`, `label`, then the other columns when asked for; the file's own row index
+    dropped: pd.DataFrame  # the same columns, for the rows dropped
+    empty: pd.Index  # rows dropped for an empty or missing text
+    unlabelled: pd.Index  # rows with a text but no label
+    numeric: list[str]  # text columns that hold only numbers
+
+
+def select(
+    df: pd.DataFrame, path: str, cfg: DataConfig, multilabel: bool, need_labels: bool = True, others: bool = False
+) -> Selection:
+    """`select_rows` without its messages, for callers that see a file a chunk at a time.
+
+    With `others`, the columns tunesmith does not use follow `text` and `label` unchanged; one named
+    `text` or `label` that is not the text or label column is renamed `text.1` / `label.1`.
+    """
     wanted = cfg.text_columns + (cfg.label_columns if need_labels else [])
     missing = [c for c in wanted if c not in df.columns]
     if missing:
@@ -40,31 +55,61 @@ def select_rows(
             f"{path}: no {kind} column {missing[0]!r}; columns there are: {', '.join(map(str, df.columns))}"
             f" (pick one with {flag})"
         )
-    for column in cfg.text_columns:
-        if pd.api.types.is_numeric_dtype(df[column]):
-            log.warning("%s: text column %r holds only numbers; is it the right --text-column?", path, column)
+    numeric = [c for c in cfg.text_columns if pd.api.types.is_numeric_dtype(df[c])]
     out = pd.DataFrame({"text": join_text(df, cfg.text_columns)}, index=df.index)
-    empty = out.index[out["text"] == ""]
-    if len(empty):
-        log.warning(
-            "%s: dropped %s with empty or missing text (%s)", path, plural_rows(len(empty)), row_names(path, empty)
-        )
     keep = out["text"] != ""
+    unlabelled = pd.Index([])
     if need_labels:
         labels = _labels(df, cfg, multilabel)
-        if not multilabel:
-            warn_lookalike_labels(labels, path)
-        no_label = out.index[labels.isna() & keep]
-        if len(no_label):
-            log.warning(
-                "%s: dropped %s with no label (%s)", path, plural_rows(len(no_label)), row_names(path, no_label)
-            )
+        unlabelled = out.index[labels.isna() & keep]
         keep &= labels.notna()
         out["label"] = labels
-    out = out[keep]
-    if out.empty:
+    if others:
+        for name in other_columns(df.columns, cfg):
+            out[_free_name(name, out.columns)] = df[name]
+    return Selection(out[keep], out[~keep], out.index[out["text"] == ""], unlabelled, numeric)
+
+
+def other_columns(columns: pd.Index, cfg: DataConfig) -> list[str]:
+    """The columns of a table that tunesmith does not read: they pass through `data prepare` unchanged."""
+    used = set(cfg.text_columns) | set(cfg.label_columns)
+    return [c for c in columns if c not in used]
+
+
+def _free_name(name: str, taken: pd.Index) -> str:
+    if name not in taken:
+        return name
+    n = 1
+    while f"{name}.{n}" in taken:
+        n += 1
+    return f"{name}.{n}"
+
+
+def report_dropped(path: str, empty: pd.Index, unlabelled: pd.Index, count: tuple[int, int] | None = None) -> None:
+    """Say which rows were dropped; `count` gives the totals when `empty`/`unlabelled` hold only the first few."""
+    totals = count or (len(empty), len(unlabelled))
+    for rows, total, why in (
+        (empty, totals[0], "with empty or missing text"),
+        (unlabelled, totals[1], "with no label"),
+    ):
+        if total:
+            more = f" and {total - len(rows)} more" if total > len(rows) else ""
+            log.warning("%s: dropped %s %s (%s%s)", path, plural_rows(total), why, row_names(path, rows), more)
+
+
+def select_rows(
+    df: pd.DataFrame, path: str, cfg: DataConfig, multilabel: bool, need_labels: bool = True
+) -> pd.DataFrame:
+    """Reduce a table to `text` (+ `label`); the index still points at the file's own rows."""
+    chosen = select(df, path, cfg, multilabel, need_labels)
+    for column in chosen.numeric:
+        log.warning("%s: text column %r holds only numbers; is it the right --text-column?", path, column)
+    report_dropped(path, chosen.empty, chosen.unlabelled)
+    if need_labels and not multilabel:
+        warn_lookalike_labels(chosen.rows["label"], path)
+    if chosen.rows.empty:
         raise TunesmithError(f"{path}: no usable rows left after dropping empty texts and labels")
-    return out  # keeps the file's row index, so later errors can name the file's own lines
+    return chosen.rows  # keeps the file's row index, so later errors can name the file's own lines
 
 
 def _labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Series:

@@ -34,7 +34,7 @@ EXACT_SHINGLES = 1 << 16  # verification compares whole sets up to this many shi
 WINDOW = 4  # earlier members of an LSH bucket each text is paired with
 BUDGET = 32  # candidates kept per text, the most similar by MinHash estimate
 _BLOCK = 4096  # shingle hashes per MinHash step: 4096 x 128 permutations x 8 bytes = 4 MB
-_PAIRS = 16_384  # candidate pairs estimated per numpy step
+_PAIRS = 16_384  # candidate pairs estimated, or verified, per numpy step (at most 65,536: see similarities)
 _MISS = 1e-6  # chance that LSH never proposes a pair exactly at the threshold
 _SIGMAS = 5.3  # MinHash estimates this many standard deviations below the threshold are not verified
 
@@ -179,6 +179,13 @@ class _Sets:
         start = self.starts[key]
         return self.values[start : start + self.lengths[key]]
 
+    def gather(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sets of many keys one after another, and for each value the position in `keys` it belongs to."""
+        lengths = self.lengths[keys]
+        offsets = np.cumsum(lengths) - lengths
+        where = np.repeat(self.starts[keys] - offsets, lengths) + np.arange(int(lengths.sum()))
+        return self.values[where], np.repeat(np.arange(len(keys)), lengths)
+
 
 class _UnionFind:
     def __init__(self, n: int) -> None:
@@ -256,6 +263,28 @@ class NearSearch:
         at = max(int(self.levels[i]), int(self.levels[j]))
         return jaccard(_sample(self._sets.get(i), at), _sample(self._sets.get(j), at))
 
+    def similarities(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """`similarity` of many pairs (a[k], b[k]) at once."""
+        out = np.empty(len(a))
+        sampled = (self.levels[a] > 0) | (self.levels[b] > 0)
+        for k in np.flatnonzero(sampled).tolist():
+            out[k] = self.similarity(int(a[k]), int(b[k]))
+        whole = np.flatnonzero(~sampled)
+        self.verified += len(whole)
+        values_a, pair_a = self._sets.gather(a[whole])
+        values_b, pair_b = self._sets.gather(b[whole])
+        # The pair number above the top 48 bits of each hash: both sides are then sorted already (a key's
+        # set is), so one binary search counts every pair's overlap. Two different shingles of one pair
+        # agreeing in 48 bits is a 1-in-10^11 event for texts of hundreds of characters.
+        key_a = (pair_a.astype(np.uint64) << np.uint64(48)) | (values_a >> np.uint64(16))
+        key_b = (pair_b.astype(np.uint64) << np.uint64(48)) | (values_b >> np.uint64(16))
+        found = np.minimum(np.searchsorted(key_b, key_a), max(len(key_b) - 1, 0))
+        hit = key_b[found] == key_a if len(key_b) else np.zeros(len(key_a), dtype=bool)
+        common = np.bincount(pair_a[hit], minlength=len(whole))
+        sizes = self._sets.lengths[a[whole]] + self._sets.lengths[b[whole]]
+        out[whole] = common / np.maximum(sizes - common, 1)
+        return out
+
     def _band_hashes(self, sig: np.ndarray) -> Iterator[np.ndarray]:
         for band in range(self.bands):
             h = np.zeros(len(sig), dtype=np.uint64)
@@ -290,7 +319,7 @@ class NearSearch:
                     codes.append(xs[ok] * count + ys[ok])
                     estimates.append(estimate[ok].astype(np.float32))
                     held += int(ok.sum())
-            if held > 8 * BUDGET * max(count, 1024):  # bound what waits between bands
+            if held > BUDGET * max(count, 4096):  # bound what waits between bands
                 pair_codes, estimate = _capped(codes, estimates, count)
                 codes, estimates, held = [pair_codes], [estimate], len(pair_codes)
         pair_codes, estimate = _capped(codes, estimates, count)
@@ -302,12 +331,23 @@ class NearSearch:
         appearance: members joined by a chain of near-duplicate links share one."""
         members = np.arange(len(self.keys)) if members is None else np.asarray(members, dtype=np.int64)
         x, y, estimate = self._candidates(members)
-        links = _UnionFind(len(members))
-        keys = members.tolist()
         order = np.argsort(-estimate, kind="stable")  # the likeliest links first, so others join through them
-        for a, b in zip(x[order].tolist(), y[order].tolist(), strict=True):
-            if links.find(a) != links.find(b) and self.similarity(keys[a], keys[b]) >= self.threshold:
-                links.union(a, b)
+        x, y = x[order], y[order]
+        links = _UnionFind(len(members))
+        start, size = 0, 256
+        while start < len(x):
+            # Batches grow: the first links make most later candidates already joined, and those are skipped.
+            xs, ys = x[start : start + size].tolist(), y[start : start + size].tolist()
+            start, size = start + size, min(2 * size, _PAIRS)
+            open_pairs = [(a, b) for a, b in zip(xs, ys, strict=True) if links.find(a) != links.find(b)]
+            if not open_pairs:
+                continue
+            pa, pb = np.array(open_pairs).T
+            for a, b, similar in zip(
+                pa, pb, self.similarities(members[pa], members[pb]) >= self.threshold, strict=True
+            ):
+                if similar:
+                    links.union(int(a), int(b))
         return pd.factorize(links.roots(), sort=False)[0]
 
     def closest(self, groups: Sequence[np.ndarray]) -> dict[tuple[int, int], tuple[int, float]]:
@@ -325,8 +365,12 @@ class NearSearch:
         x, y, _ = self._candidates(members, relevant)
         keys = members.tolist()
         best: dict[tuple[int, int], tuple[int, float]] = {}
-        for a, b in zip(x.tolist(), y.tolist(), strict=True):
-            similarity = self.similarity(keys[a], keys[b])
+        similar = [
+            self.similarities(members[x[start : start + _PAIRS]], members[y[start : start + _PAIRS]])
+            for start in range(0, len(x), _PAIRS)
+        ]
+        flat = np.concatenate(similar).tolist() if similar else []
+        for a, b, similarity in zip(x.tolist(), y.tolist(), flat, strict=True):
             if similarity < self.threshold:
                 continue
             for one, other in ((a, b), (b, a)):

@@ -2,6 +2,12 @@
 
 Every finding carries a count and a few example rows named by their line in the user's file, so
 the report can be acted on. The report is a plain dict: printed, or written as JSON or HTML.
+
+A file is read a chunk at a time (stream.LabelledFile) into a `FileProfile`, which keeps a few numbers
+per row (lengths, the hash of the normalised text, the label) and the first examples of each finding;
+`finish` computes the sections from those. The same code serves a small file (one chunk) and a file
+of gigabytes, so the report does not depend on the file's size. Near duplicates and leaks need every
+distinct text once, across the files (the near-duplicate search, as in `data prepare`).
 """
 
 from __future__ import annotations
@@ -9,29 +15,22 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tunesmith.data.dataset import lookalike_labels, merge_advice
+from tunesmith.data.config import DataConfig
+from tunesmith.data.dataset import lookalikes_from_counts, merge_advice
+from tunesmith.data.dedup import near_search, normalise_key, row_groups, split_leaks
+from tunesmith.data.near import NearSearch
+from tunesmith.data.stream import EXAMPLES, Chunk, LabelledFile, Tally
 from tunesmith.rows import join_text, row_name, row_names
 
-EXAMPLES = 5
 _MOJIBAKE = re.compile(r"[ÃÂâ][\x80-\xbf€™œ]|锟斤拷|烫烫烫|\ufffd")
-
-
-def examples(path: str, frame: pd.DataFrame, index: list[Any], detail: list[str] | None = None) -> list[dict]:
-    out = []
-    for i, idx in enumerate(index[:EXAMPLES]):
-        text = str(frame.at[idx, "text"]) if "text" in frame and idx in frame.index else ""
-        row = {"where": row_name(path, idx), "text": text[:160]}
-        if detail:
-            row["detail"] = detail[i]
-        out.append(row)
-    return out
-
+_SPLITS = ("train", "validation", "test")
 
 # Letters by writing system. Han covers the CJK ideograph blocks; Latin the Latin letter blocks.
 _HAN = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
@@ -75,83 +74,210 @@ def length_stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def label_section(path: str, raw: pd.DataFrame, label_column: str, labels: pd.Series) -> dict[str, Any]:
-    """`labels` are the cleaned ones (stripped, --label-map applied); `raw` shows which rows had none."""
-    counts = labels.dropna().astype(str).value_counts()
-    section: dict[str, Any] = {"counts": {str(k): int(v) for k, v in counts.items()}}
-    if len(counts):
-        section["imbalance_ratio"] = round(float(counts.max() / counts.min()), 2)
-    section["lookalike_labels"] = lookalike_labels(labels)
-    column = raw[label_column]
-    missing = raw.index[column.isna() | (column.astype(str).str.strip() == "")]
-    section["missing"] = {"count": len(missing), "examples": [row_name(path, i) for i in missing[:EXAMPLES]]}
-    return section
+class _Found:
+    """A count of rows with some finding, and the first EXAMPLES of them (row, and its text when useful)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.rows: list[tuple[Hashable, str]] = []
+
+    def add(self, rows: pd.Index, texts: pd.Series | None = None) -> None:
+        self.count += len(rows)
+        for row in rows[: EXAMPLES - len(self.rows)]:
+            self.rows.append((row, "" if texts is None else str(texts.at[row])[:160]))
+
+    def names(self, path: str) -> list[str]:
+        return [row_name(path, row) for row, _ in self.rows]
+
+    def examples(self, path: str) -> list[dict[str, str]]:
+        return [{"where": row_name(path, row), "text": text} for row, text in self.rows]
 
 
-def text_section(path: str, raw: pd.DataFrame, text_columns: list[str], tokenizer: Any, max_length: int) -> dict:
-    section: dict[str, Any] = {}
-    numeric = [c for c in text_columns if pd.api.types.is_numeric_dtype(raw[c])]
-    section["numeric_text_columns"] = numeric
-    joined = join_text(raw, text_columns)
-    frame = pd.DataFrame({"text": joined}, index=raw.index)
-    empty = raw.index[joined == ""]
-    section["empty"] = {"count": len(empty), "examples": [row_name(path, i) for i in empty[:EXAMPLES]]}
-    chars = joined.str.len().to_numpy()
-    section["chars"] = length_stats(chars[chars > 0])
-    if tokenizer is not None:
-        lengths = np.array([len(ids) for ids in tokenizer(joined.tolist(), truncation=False)["input_ids"]])
-        long = raw.index[lengths > max_length]
-        section["tokens"] = length_stats(lengths)
-        section["truncated"] = {
-            "max_length": max_length,
-            "count": len(long),
-            "examples": examples(path, frame, list(long)),
+class FileProfile:
+    """Everything the report says about one file, accumulated a chunk at a time."""
+
+    def __init__(self, source: LabelledFile, tokenizer: Any, max_length: int) -> None:
+        self.source, self.tokenizer, self.max_length = source, tokenizer, max_length
+        self.cfg = source.cfg
+        self.rows = 0
+        self.columns: list[str] = []
+        self.tally = Tally()
+        self.empty, self.missing_label, self.damaged, self.long = _Found(), _Found(), _Found(), _Found()
+        self.scripts: Counter = Counter()
+        self.chars: list[np.ndarray] = []
+        self.tokens: list[np.ndarray] = []
+        self.selected: list[np.ndarray] = []  # row numbers of the rows a run would read
+        self.hashes: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.keys: list[pd.DataFrame] = []
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.source.need_labels)
+
+    def add(self, chunk: Chunk, keep_keys: bool) -> None:
+        raw, kept = chunk.raw, chunk.kept
+        self.rows += len(raw)
+        self.columns = self.columns or [str(c) for c in raw.columns]
+        self.tally.add(chunk, len(kept), count_labels=False)
+        joined = join_text(raw, self.cfg.text_columns)
+        self.empty.add(raw.index[joined == ""])
+        lengths = joined.str.len().to_numpy(dtype=np.int64)
+        self.chars.append(lengths[lengths > 0])
+        if self.tokenizer is not None:
+            tokens = np.array([len(ids) for ids in self.tokenizer(joined.tolist(), truncation=False)["input_ids"]])
+            self.tokens.append(tokens)
+            self.long.add(raw.index[tokens > self.max_length], joined)
+        self.damaged.add(raw.index[joined.str.contains(_MOJIBAKE)], joined)
+        self.scripts.update(scripts_of(joined).tolist())
+        if self.has_labels and len(self.cfg.label_columns) == 1:
+            column = raw[self.cfg.label_columns[0]]
+            self.missing_label.add(raw.index[column.isna() | (column.astype(str).str.strip() == "")])
+        keys = kept["text"].map(normalise_key)
+        hashes = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+        self.selected.append(kept.index.to_numpy(dtype=np.int64))
+        self.hashes.append(hashes)
+        if "label" in kept:
+            self.labels.append(kept["label"].to_numpy(dtype=object))
+        if keep_keys:
+            self.keys.append(pd.DataFrame({"hash": hashes, "key": keys.to_numpy()}).drop_duplicates("hash"))
+
+    def finish(self, key: np.ndarray, search: NearSearch | None) -> dict[str, Any]:
+        """The file's part of the report; `key` numbers its selected rows' texts in `search`."""
+        path = self.source.path
+        self.tally.say(path)
+        part: dict[str, Any] = {"path": path, "rows": self.rows, "columns": self.columns}
+        if self.source.streamed:
+            part["streamed"] = True
+        labels = np.concatenate(self.labels) if self.labels else None
+        if labels is not None and len(self.cfg.label_columns) == 1:
+            part["labels"] = self._labels(labels)
+        part["text"] = self._text()
+        part["duplicates"] = self._duplicates(key, labels, search)
+        return part
+
+    def _labels(self, labels: np.ndarray) -> dict[str, Any]:
+        counts = pd.Series(labels).dropna().astype(str).value_counts()
+        section: dict[str, Any] = {"counts": {str(k): int(v) for k, v in counts.items()}}
+        if len(counts):
+            section["imbalance_ratio"] = round(float(counts.max() / counts.min()), 2)
+        section["lookalike_labels"] = lookalikes_from_counts(counts)
+        section["missing"] = {"count": self.missing_label.count, "examples": self.missing_label.names(self.source.path)}
+        return section
+
+    def _text(self) -> dict[str, Any]:
+        path = self.source.path
+        chars = np.concatenate(self.chars) if self.chars else np.zeros(0, dtype=np.int64)
+        section: dict[str, Any] = {
+            "numeric_text_columns": sorted(self.tally.numeric or ()),
+            "empty": {"count": self.empty.count, "examples": self.empty.names(path)},
+            "chars": length_stats(chars),
         }
-    bad = raw.index[joined.str.contains(_MOJIBAKE)]
-    section["encoding_problems"] = {"count": len(bad), "examples": examples(path, frame, list(bad))}
-    scripts = scripts_of(joined)
-    section["scripts"] = {str(k): int(v) for k, v in scripts.value_counts().items()}
-    return section
+        if self.tokenizer is not None:
+            section["tokens"] = length_stats(np.concatenate(self.tokens) if self.tokens else np.zeros(0))
+            section["truncated"] = {
+                "max_length": self.max_length,
+                "count": self.long.count,
+                "examples": self.long.examples(path),
+            }
+        section["encoding_problems"] = {"count": self.damaged.count, "examples": self.damaged.examples(path)}
+        section["scripts"] = {str(k): int(v) for k, v in self.scripts.most_common()}
+        return section
 
+    def _duplicates(self, key: np.ndarray, labels: np.ndarray | None, search: NearSearch | None) -> dict[str, Any]:
+        rows = np.concatenate(self.selected) if self.selected else np.zeros(0, dtype=np.int64)
+        exact = _groups(row_groups(key, None))
+        near = _groups(row_groups(key, search)) if search is not None else []
+        section: dict[str, Any] = {"exact": self._describe(exact, rows), "near": self._describe(near, rows)}
+        if labels is not None:
+            conflicts = []
+            for group in near or exact:
+                counts = Counter(labels[p] for p in group.tolist() if not _missing(labels[p]))
+                if len(counts) > 1:
+                    conflicts.append((group, dict(counts.most_common())))
+            section["conflicts"] = {
+                "count": len(conflicts),
+                "examples": [
+                    {
+                        "rows": row_names(self.source.path, pd.Index(rows[group])),
+                        "labels": {str(k): v for k, v in counts.items()},
+                        "text": rows[group[0]],  # the row; its text is filled in by `_texts`
+                    }
+                    for group, counts in conflicts[:EXAMPLES]
+                ],
+            }
+        return section
 
-def duplicate_section(path: str, frame: pd.DataFrame, dedup_cfg: Any) -> dict[str, Any]:
-    from tunesmith.data.dedup import exact_groups, find_conflicts, near_groups
-
-    exact = exact_groups(frame["text"])
-    near = near_groups(frame["text"], dedup_cfg) if dedup_cfg.near else []
-
-    def describe(groups: list[list[Any]]) -> dict[str, Any]:
+    def _describe(self, groups: list[np.ndarray], rows: np.ndarray) -> dict[str, Any]:
         return {
             "groups": len(groups),
             "extra_rows": sum(len(g) - 1 for g in groups),
             "examples": [
-                {"rows": row_names(path, pd.Index(g)), "text": str(frame.at[g[0], "text"])[:160]}
+                {"rows": row_names(self.source.path, pd.Index(rows[g])), "text": rows[g[0]]}
                 for g in sorted(groups, key=len, reverse=True)[:EXAMPLES]
             ],
         }
 
-    section = {"exact": describe(exact), "near": describe(near)}
-    if "label" in frame:
-        conflicts = find_conflicts(frame, near or exact)
-        section["conflicts"] = {
-            "count": len(conflicts),
-            "examples": [
-                {
-                    "rows": row_names(path, pd.Index(c.rows)),
-                    "labels": {str(k): v for k, v in c.counts.items()},
-                    "text": c.text[:160],
-                }
-                for c in conflicts[:EXAMPLES]
-            ],
-        }
-    return section
+
+def _missing(value: object) -> bool:
+    return value is None or (np.ndim(value) == 0 and not isinstance(value, tuple) and pd.isna(value))
 
 
-def leak_section(frames: dict[str, tuple[str, pd.DataFrame]], dedup_cfg: Any) -> dict[str, Any]:
-    from tunesmith.data.dedup import cross_split_leaks
+def _groups(row_group: np.ndarray) -> list[np.ndarray]:
+    """Positions of every group of two or more rows, groups in order of their first row."""
+    order = np.argsort(row_group, kind="stable")
+    bounds = np.flatnonzero(np.diff(row_group[order])) + 1
+    return sorted((g for g in np.split(order, bounds) if len(g) > 1), key=lambda g: g[0])
 
-    leaks = cross_split_leaks({name: frame for name, (_, frame) in frames.items()}, dedup_cfg)
+
+def inspect_data(cfg: Any, tokenizer: Any = None) -> dict[str, Any]:
+    """The report for the files named in `cfg.data` (a RunConfig's data section)."""
+    return inspect_files(cfg.data, cfg.task, tokenizer)
+
+
+def inspect_files(d: DataConfig, task: str, tokenizer: Any = None) -> dict[str, Any]:
+    """The report for the files of `d`: one part per file, and leaks across them when there are several."""
+    multilabel = task == "multilabel"
+    profiles = {
+        name: FileProfile(
+            LabelledFile(name, getattr(d, name), d, multilabel, need_labels=None, raw=True),
+            tokenizer,
+            d.max_length or 128,
+        )
+        for name in _SPLITS
+        if getattr(d, name)
+    }
+    near = d.dedup.near
+    for profile in profiles.values():
+        for chunk in profile.source.chunks():
+            profile.add(chunk, near)
+    hashes = np.concatenate([h for p in profiles.values() for h in p.hashes] or [np.zeros(0, dtype=np.uint64)])
+    codes, uniques = pd.factorize(hashes, sort=False)
+    search = None
+    if near and len(uniques):
+        keys = pd.concat([k for p in profiles.values() for k in p.keys]).drop_duplicates("hash").set_index("hash")
+        search = near_search(keys["key"].reindex(uniques).tolist(), d.dedup)
+    report: dict[str, Any] = {"files": {}}
+    keys_of: dict[str, tuple[pd.Index, np.ndarray]] = {}
+    start = 0
+    for name, profile in profiles.items():
+        size = sum(len(h) for h in profile.hashes)
+        key = np.asarray(codes[start : start + size], dtype=np.int64)
+        start += size
+        report["files"][name] = profile.finish(key, search)
+        keys_of[name] = (pd.Index(np.concatenate(profile.selected)), key)
+    if len(profiles) > 1:
+        report["leaks"] = _leaks(profiles, keys_of, search)
+    _fill_texts(report, profiles)
+    return report
+
+
+def _leaks(
+    profiles: dict[str, FileProfile], keys_of: dict[str, tuple[pd.Index, np.ndarray]], search: NearSearch | None
+) -> dict[str, Any]:
+    leaks = split_leaks(keys_of, search)
     pairs = Counter(f"{leak.split} in {leak.other_split}" for leak in leaks)
+    paths = {name: p.source.path for name, p in profiles.items()}
     return {
         "count": len(leaks),
         "by_pair": dict(pairs),
@@ -159,42 +285,38 @@ def leak_section(frames: dict[str, tuple[str, pd.DataFrame]], dedup_cfg: Any) ->
             {
                 "kind": leak.kind,
                 "similarity": round(float(leak.similarity), 3),
-                "a": f"{leak.split} {row_name(frames[leak.split][0], leak.index)}",
-                "b": f"{leak.other_split} {row_name(frames[leak.other_split][0], leak.other_index)}",
-                "text": str(frames[leak.split][1].at[leak.index, "text"])[:160],
+                "a": f"{leak.split} {row_name(paths[leak.split], leak.index)}",
+                "b": f"{leak.other_split} {row_name(paths[leak.other_split], leak.other_index)}",
+                "text": (leak.split, leak.index),  # filled in by `_texts`
             }
             for leak in leaks[:EXAMPLES]
         ],
     }
 
 
-def inspect_data(cfg: Any, tokenizer: Any = None) -> dict[str, Any]:
-    """The report for the files named in `cfg.data` (a RunConfig's data section)."""
-    from tunesmith.data.dataset import select_rows
-    from tunesmith.data.io import read_table
-    from tunesmith.data.stream import is_large, stream_report
-
-    d = cfg.data
-    files = {name: getattr(d, name) for name in ("train", "validation", "test") if getattr(d, name)}
-    report: dict[str, Any] = {"files": {}}
-    frames: dict[str, tuple[str, pd.DataFrame]] = {}
-    for name, path in files.items():
-        if is_large(path):
-            report["files"][name] = stream_report(path, cfg, tokenizer)
+def _fill_texts(report: dict[str, Any], profiles: dict[str, FileProfile]) -> None:
+    """Examples name a row while the report is computed; their texts come from one more look at the file
+    (free for a file read whole, one more read of one read in chunks)."""
+    wanted: dict[str, set[int]] = {name: set() for name in profiles}
+    places: list[tuple[dict[str, Any], str, int]] = []
+    for name, part in report["files"].items():
+        d = part["duplicates"]
+        for example in [*d["exact"]["examples"], *d["near"]["examples"], *d.get("conflicts", {}).get("examples", [])]:
+            places.append((example, name, int(example["text"])))
+    for example in report.get("leaks", {}).get("examples", []):
+        name, row = example["text"]
+        places.append((example, name, int(row)))
+    for _, name, row in places:
+        wanted[name].add(row)
+    texts: dict[tuple[str, int], str] = {}
+    for name, rows in wanted.items():
+        if not rows:
             continue
-        raw = read_table(path, encoding=d.encoding)
-        has_labels = all(c in raw.columns for c in d.label_columns)
-        frame = select_rows(raw, path, d, cfg.task == "multilabel", need_labels=has_labels)
-        part: dict[str, Any] = {"path": path, "rows": len(raw), "columns": [str(c) for c in raw.columns]}
-        if has_labels and len(d.label_columns) == 1:
-            part["labels"] = label_section(path, raw, d.label_columns[0], frame["label"])
-        part["text"] = text_section(path, raw, d.text_columns, tokenizer, d.max_length)
-        part["duplicates"] = duplicate_section(path, frame, d.dedup)
-        report["files"][name] = part
-        frames[name] = (path, frame)
-    if len(frames) > 1 and len(frames) == len(files):  # a streamed file is not held for the leak search
-        report["leaks"] = leak_section(frames, d.dedup)
-    return report
+        for chunk in profiles[name].source.chunks():
+            found = chunk.kept.index.intersection(list(rows))
+            texts.update({(name, int(r)): str(chunk.kept.at[r, "text"])[:160] for r in found})
+    for example, name, row in places:
+        example["text"] = texts.get((name, row), "")
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -204,9 +326,7 @@ def render_text(report: dict[str, Any]) -> str:
     lines = []
     for name, part in report["files"].items():
         t, lab = part["text"], part.get("labels", {})
-        streamed = (
-            " (large file: read in one streaming pass, token lengths from a sample)" if part.get("streamed") else ""
-        )
+        streamed = " (large file: read in chunks)" if part.get("streamed") else ""
         lines.append(
             f"== {name}: {part['path']} — {part['rows']} rows, columns: {', '.join(part['columns'])}{streamed}"
         )

@@ -48,9 +48,15 @@ def holdout(
             f"cannot form a {name} split: all {len(df)} rows are near duplicates of each other (one group); "
             f"pass --{name} FILE, or --no-group-split"
         )
-    if labels is not None and groups.nunique() >= 2 * round(1 / share):
+    n_splits = max(2, round(1 / share))
+    if labels is not None and labels.value_counts().max() < n_splits and groups.nunique() == len(groups):
+        # Every group is one row, and a k-fold would need a class of k rows (9 rows a class at 10%): the
+        # plain stratified split holds out the same rows a grouped one could, and its exact size.
+        kept, held = train_test_split(df, test_size=n_out, random_state=seed, stratify=labels)
+        return kept, held
+    if labels is not None and groups.nunique() >= 2 * n_splits and labels.value_counts().max() >= n_splits:
         # One fold of a stratified group k-fold is a held-out share that respects both constraints.
-        folds = StratifiedGroupKFold(n_splits=max(2, round(1 / share)), shuffle=True, random_state=seed)
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         with warnings.catch_warnings():
             # Classes smaller than the fold count are expected here; they still land on one side or the other.
             warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)

@@ -1,187 +1,164 @@
-"""The data report for files too large to hold in memory: one pass, one chunk at a time.
+"""A labelled file, a chunk at a time: the one reader behind `data prepare`, `train` and `data inspect`.
 
-What it keeps per row is 16 bytes (a 64-bit hash of the normalised text, a label id, a length),
-so a file of millions of rows needs tens of megabytes, not gigabytes. Exact duplicates and label
-conflicts come from sorting the hashes; token lengths come from a fixed-size random sample. Near
-duplicates need every text's MinHash at once, so this pass leaves them out and says so.
+A file up to STREAM_BYTES is read whole, as one chunk, and kept for a second pass; a larger one is read
+in chunks of CHUNK_ROWS, and read again for a second pass, so memory holds one chunk of it at a time.
+Every step downstream accumulates chunks and finishes once (see prepare.Corpus and report.FileProfile),
+so nothing that follows depends on which of the two it was.
 """
 
 from __future__ import annotations
 
-import random
+import logging
+from collections import Counter
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from tunesmith.data.dataset import lookalikes_from_counts
-from tunesmith.data.dedup import normalise_key
-from tunesmith.data.io import iter_table
-from tunesmith.data.report import _MOJIBAKE, EXAMPLES, length_stats, scripts_of
-from tunesmith.rows import join_text, row_name, row_names
+from tunesmith.data.config import DataConfig
+from tunesmith.data.dataset import lookalikes_from_counts, merge_advice, report_dropped, select
+from tunesmith.data.io import iter_table, read_table
+from tunesmith.errors import TunesmithError
+from tunesmith.rows import row_names
 
-# Files above this size are inspected in one streaming pass (read_table would hold them whole).
+log = logging.getLogger("tunesmith")
+
+# Files above this size are read in chunks (read_table would hold them whole).
 STREAM_BYTES = 256 * 1024**2
-SAMPLE = 20_000
+CHUNK_ROWS = 100_000
+EXAMPLES = 5  # rows named in a message or a report finding
+
+REMOVED_COLUMNS = ["source", "line", "step", "reason", "text", "label"]
 
 
-class _Pass:
-    """Everything the report needs, accumulated chunk by chunk."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.hashes: list[np.ndarray] = []
-        self.label_ids: list[np.ndarray] = []
-        self.lengths: list[np.ndarray] = []
-        self.labels: dict[str, int] = {}
-        self.rows = 0
-        self.empty: list[int] = []
-        self.missing_label: list[int] = []
-        self.damaged: list[int] = []
-        self.damaged_count = 0
-        self.scripts: dict[str, int] = {}
-        self.sample: list[str] = []
-        self.rng = random.Random(seed)
-
-    def add(self, text: pd.Series, label: pd.Series | None) -> None:
-        self.rows += len(text)
-        empty = text == ""
-        self.empty += text.index[empty][: EXAMPLES - len(self.empty)].tolist()
-        keys = text.map(normalise_key)
-        self.hashes.append(pd.util.hash_pandas_object(keys, index=False).to_numpy())
-        self.lengths.append(text.str.len().to_numpy(dtype=np.int32))
-        if label is not None:
-            ids = label.map(lambda v: -1 if pd.isna(v) else self.labels.setdefault(str(v).strip(), len(self.labels)))
-            # -1: no label; -2: a label on an empty text, which training drops and so does not count.
-            ids = ids.where(~(empty & label.notna()), -2)
-            self.label_ids.append(ids.to_numpy(dtype=np.int32))
-            self.missing_label += label.index[label.isna()][: EXAMPLES - len(self.missing_label)].tolist()
-        damaged = text.str.contains(_MOJIBAKE)
-        self.damaged_count += int(damaged.sum())
-        self.damaged += text.index[damaged][: EXAMPLES - len(self.damaged)].tolist()
-        for script, n in scripts_of(text).value_counts().items():
-            self.scripts[script] = self.scripts.get(script, 0) + int(n)
-        self._sample(text[~empty])
-
-    def _sample(self, texts: pd.Series) -> None:
-        # Reservoir sampling: every text has the same chance to be in the token-length sample.
-        seen = self.rows - len(texts)
-        for i, text in enumerate(texts.tolist()):
-            if len(self.sample) < SAMPLE:
-                self.sample.append(text)
-            else:
-                j = self.rng.randrange(seen + i + 1)
-                if j < SAMPLE:
-                    self.sample[j] = text
-
-
-def stream_report(path: str, cfg: Any, tokenizer: Any = None, chunk_rows: int = 100_000) -> dict[str, Any]:
-    """The `files` entry of a report for one large file (same keys as `report.inspect_data`)."""
-    d = cfg.data
-    acc = _Pass(cfg.train.seed)
-    columns: list[str] = []
-    has_labels = len(d.label_columns) == 1
-    for chunk in iter_table(path, encoding=d.encoding, rows=chunk_rows):
-        columns = columns or [str(c) for c in chunk.columns]
-        text = join_text(chunk, d.text_columns)
-        has_labels = has_labels and d.label_columns[0] in chunk.columns
-        acc.add(text, chunk[d.label_columns[0]] if has_labels else None)
-    hashes = np.concatenate(acc.hashes)
-    lengths = np.concatenate(acc.lengths)
-    part: dict[str, Any] = {"path": path, "rows": acc.rows, "columns": columns, "streamed": True}
-    if has_labels:
-        part["labels"] = _labels(path, acc)
-    part["text"] = {
-        "numeric_text_columns": [],
-        "empty": {"count": int((lengths == 0).sum()), "examples": [row_name(path, i) for i in acc.empty]},
-        "chars": length_stats(lengths[lengths > 0]),
-        "encoding_problems": {
-            "count": acc.damaged_count,
-            "examples": [{"where": row_name(path, i), "text": ""} for i in acc.damaged],
-        },
-        "scripts": acc.scripts,
-    }
-    if tokenizer is not None and acc.sample:
-        tokens = np.array([len(ids) for ids in tokenizer(acc.sample, truncation=False)["input_ids"]])
-        share = float((tokens > d.max_length).mean())
-        part["text"]["tokens"] = {**length_stats(tokens), "sampled_rows": len(acc.sample)}
-        part["text"]["truncated"] = {
-            "max_length": d.max_length,
-            "count": round(share * acc.rows),
-            "estimated": True,
-            "examples": [],
-        }
-    label_ids = np.concatenate(acc.label_ids) if acc.label_ids else None
-    part["duplicates"] = _duplicates(path, hashes, lengths, label_ids, acc)
-    return part
-
-
-def _labels(path: str, acc: _Pass) -> dict[str, Any]:
-    ids = np.concatenate(acc.label_ids)
-    names = list(acc.labels)
-    counts = np.bincount(ids[ids >= 0], minlength=len(names))
-    by_name = {names[i]: int(c) for i, c in sorted(enumerate(counts), key=lambda x: -x[1])}
-    present = [c for c in counts if c]
-    return {
-        "counts": by_name,
-        "imbalance_ratio": round(float(max(present) / min(present)), 2) if present else None,
-        "lookalike_labels": lookalikes_from_counts(pd.Series(by_name)),
-        "missing": {
-            "count": int((ids == -1).sum()),
-            "examples": [row_name(path, i) for i in acc.missing_label],
-        },
-    }
-
-
-def _duplicates(
-    path: str, hashes: np.ndarray, lengths: np.ndarray, label_ids: np.ndarray | None, acc: _Pass
-) -> dict[str, Any]:
-    # The rows training would keep: a text, and a label where the file has labels.
-    usable = lengths > 0 if label_ids is None else (lengths > 0) & (label_ids != -1)
-    nonempty = np.flatnonzero(usable)
-    order = nonempty[np.argsort(hashes[nonempty], kind="stable")]
-    sorted_hashes = hashes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    repeated = np.flatnonzero(sizes > 1)
-    biggest = repeated[np.argsort(-sizes[repeated], kind="stable")][:EXAMPLES]
-    exact = {
-        "groups": len(repeated),
-        "extra_rows": int((sizes[repeated] - 1).sum()),
-        "examples": [
-            {"rows": row_names(path, pd.Index(np.sort(order[starts[g] : starts[g] + sizes[g]]))), "text": ""}
-            for g in biggest
-        ],
-    }
-    section: dict[str, Any] = {
-        "exact": exact,
-        "near": {"groups": 0, "extra_rows": 0, "examples": [], "skipped": "not computed in a streaming pass"},
-    }
-    if label_ids is not None:
-        # Per group, the smallest and largest label id among rows that have one: they differ on a conflict.
-        labels = label_ids[order]
-        low = np.minimum.reduceat(np.where(labels >= 0, labels, np.iinfo(np.int32).max), starts)
-        high = np.maximum.reduceat(labels, starts)
-        conflicts = np.flatnonzero((sizes > 1) & (high >= 0) & (low != high))
-        names = list(acc.labels)
-        section["conflicts"] = {
-            "count": len(conflicts),
-            "examples": [
-                {
-                    "rows": row_names(path, pd.Index(np.sort(order[starts[g] : starts[g] + sizes[g]]))),
-                    "labels": _label_counts(label_ids[order[starts[g] : starts[g] + sizes[g]]], names),
-                    "text": "",
-                }
-                for g in conflicts[:EXAMPLES]
-            ],
-        }
-    return section
-
-
-def _label_counts(ids: np.ndarray, names: list[str]) -> dict[str, int]:
-    values, counts = np.unique(ids[ids >= 0], return_counts=True)
-    return {names[v]: int(c) for v, c in zip(values, counts, strict=True)}
-
-
-def is_large(path: str) -> bool:
+def is_large(path: str | Path) -> bool:
     return Path(path).is_file() and Path(path).stat().st_size > STREAM_BYTES
+
+
+@dataclass
+class Chunk:
+    """One chunk of a file: its rows as read, the rows kept after selection (and cleaning), the others."""
+
+    raw: pd.DataFrame  # every column as read, when asked for (a report counts what selection drops)
+    kept: pd.DataFrame  # `text` (cleaned), `label`, and the other columns when asked for
+    dropped: pd.DataFrame  # REMOVED_COLUMNS, for rows with no text or label or emptied by cleaning
+    empty: pd.Index
+    unlabelled: pd.Index
+    numeric: list[str]
+    cleaned: dict[str, int] = field(default_factory=dict)  # rows each cleaning operation changed or dropped
+
+
+class LabelledFile:
+    """One of train/validation/test: `chunks()` yields its selected and cleaned chunks, as often as asked.
+
+    `need_labels=None`: labels are read when the file has the label columns (a report of unlabelled data).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        cfg: DataConfig,
+        multilabel: bool,
+        need_labels: bool | None = True,
+        others: bool = False,
+        clean: bool = False,
+        raw: bool = False,
+    ) -> None:
+        self.name, self.path, self.cfg = name, path, cfg
+        self.multilabel, self.need_labels, self.others, self.clean = multilabel, need_labels, others, clean
+        self.raw = raw
+        self.streamed = is_large(path)
+        self._cached: list[Chunk] | None = None
+
+    def chunks(self) -> Iterator[Chunk]:
+        if self._cached is not None:
+            yield from self._cached
+            return
+        # Only the text and label columns are parsed; the others are kept exactly as written.
+        parsed = set(self.cfg.text_columns) | set(self.cfg.label_columns) if self.others else None
+        if self.streamed:
+            tables = iter_table(self.path, encoding=self.cfg.encoding, rows=CHUNK_ROWS, parsed=parsed)
+        else:
+            tables = iter([read_table(self.path, encoding=self.cfg.encoding, parsed=parsed)])
+        done = []
+        for table in tables:
+            chunk = self._chunk(table)
+            done.append(chunk)
+            yield chunk
+        if not self.streamed:
+            self._cached = done
+
+    def _chunk(self, table: pd.DataFrame) -> Chunk:
+        if self.need_labels is None:
+            self.need_labels = all(c in table.columns for c in self.cfg.label_columns)
+        chosen = select(table, self.path, self.cfg, self.multilabel, self.need_labels, self.others)
+        dropped = [removed_rows(self.path, "read", "empty text or no label", chosen.dropped)]
+        kept, cleaned = chosen.rows, {}
+        if self.clean:
+            from tunesmith.data.clean import clean_frame
+
+            result = clean_frame(kept, self.cfg.clean)
+            kept, cleaned = result.kept, result.changed
+            dropped.append(
+                removed_rows(self.path, "clean", result.removed["reason"], result.removed.drop(columns="reason"))
+            )
+        raw = table if self.raw else table.iloc[:0]
+        return Chunk(raw, kept, pd.concat(dropped), chosen.empty, chosen.unlabelled, chosen.numeric, cleaned)
+
+
+def removed_rows(path: str, step: str, reason: object, rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows a step drops, as removed.csv lists them: REMOVED_COLUMNS, then the file's other columns."""
+    out = pd.DataFrame(
+        {
+            "source": path,
+            "line": [row_names(path, pd.Index([i])) for i in rows.index],
+            "step": step,
+            "reason": reason,
+            "text": rows["text"],
+            "label": rows.get("label"),
+        },
+        index=rows.index,
+        columns=REMOVED_COLUMNS,
+    )
+    for name in rows.columns:
+        if name not in ("text", "label"):
+            out[f"{name}.1" if name in REMOVED_COLUMNS else name] = rows[name]
+    return out
+
+
+@dataclass
+class Tally:
+    """What selection dropped from a whole file, chunk by chunk, to be said once (as `select_rows` says it)."""
+
+    usable: int = 0
+    empty: list[Hashable] = field(default_factory=list)  # the first EXAMPLES
+    unlabelled: list[Hashable] = field(default_factory=list)
+    counts: list[int] = field(default_factory=lambda: [0, 0])  # empty, unlabelled
+    numeric: set[str] | None = None  # text columns holding only numbers in every chunk
+    labels: Counter = field(default_factory=Counter)
+
+    def add(self, chunk: Chunk, usable: int, count_labels: bool) -> None:
+        self.usable += usable
+        self.empty += chunk.empty[: EXAMPLES - len(self.empty)].tolist()
+        self.unlabelled += chunk.unlabelled[: EXAMPLES - len(self.unlabelled)].tolist()
+        self.counts = [self.counts[0] + len(chunk.empty), self.counts[1] + len(chunk.unlabelled)]
+        self.numeric = set(chunk.numeric) if self.numeric is None else self.numeric & set(chunk.numeric)
+        if count_labels and "label" in chunk.kept:
+            self.labels.update(chunk.kept["label"].astype(str).tolist())
+
+    def say(self, path: str) -> None:
+        """Log what was dropped; refuse a file with no usable row."""
+        for column in sorted(self.numeric or ()):
+            log.warning("%s: text column %r holds only numbers; is it the right --text-column?", path, column)
+        report_dropped(path, pd.Index(self.empty), pd.Index(self.unlabelled), (self.counts[0], self.counts[1]))
+        for variants in lookalikes_from_counts(self.label_counts()):
+            log.warning("%s: labels %s look like one label; merge them with %s", path, variants, merge_advice(variants))
+        if not self.usable:
+            raise TunesmithError(f"{path}: no usable rows left after dropping empty texts and labels")
+
+    def label_counts(self) -> pd.Series:
+        """Rows per label, most frequent first (ties: first seen first)."""
+        counts = pd.Series(self.labels, dtype="int64")
+        return counts.sort_values(ascending=False, kind="stable")

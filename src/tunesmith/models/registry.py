@@ -7,7 +7,6 @@ downstream only ever sees a folder (or a hub id, which `from_pretrained` handles
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -23,7 +22,7 @@ from urllib.parse import urlparse
 from filelock import FileLock, Timeout
 
 from tunesmith.errors import TunesmithError
-from tunesmith.utils import atomic_write_json, replace_dir
+from tunesmith.utils import atomic_write_json, replace_dir, sha256_file
 
 log = logging.getLogger("tunesmith")
 
@@ -207,16 +206,11 @@ def _fingerprint(path: Path) -> str:
     index_path = tunesmith_home() / "models" / "gguf" / "sha256.json"
     index = _read_index(index_path)
     name = str(path.resolve())
-    seen = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    entry = index.get(name)
-    if (
-        not isinstance(entry, dict)
-        or {k: entry.get(k) for k in seen} != seen
-        or not isinstance(entry.get("sha256"), str)
-    ):
-        entry = index[name] = {**seen, "sha256": _sha256(path)}
+    entry = index[name] if isinstance(index.get(name), dict) else {}
+    if (entry.get("size"), entry.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns) or "sha256" not in entry:
+        entry = index[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
         atomic_write_json(index_path, index)
-    return entry["sha256"][:12]
+    return str(entry["sha256"])[:12]
 
 
 def _read_index(path: Path) -> dict:
@@ -225,14 +219,6 @@ def _read_index(path: Path) -> dict:
     except (OSError, ValueError):
         return {}  # none yet, or unreadable: hashing again costs time, never a wrong answer
     return index if isinstance(index, dict) else {}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(16 * _MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _build_once(folder: Path, build: Callable[[Path], None]) -> Path:

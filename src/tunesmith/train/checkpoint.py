@@ -9,7 +9,6 @@ from the model source on resume.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tunesmith.utils import fsync_dir, replace_dir
+from tunesmith.utils import fsync_dir, replace_dir, sha256_file
 
 log = logging.getLogger("tunesmith")
 
@@ -32,7 +31,8 @@ _FILES = "files"  # the key in state.json that lists the other files
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """A copy of the trainable weights on the CPU (never views: on a CPU model those would keep training)."""
+    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:
@@ -100,11 +100,7 @@ def _commit(tmp: Path, folder: Path, info: dict[str, Any]) -> None:
 
 
 def _describe(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 24):
-            digest.update(chunk)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _sibling(folder: Path, suffix: str) -> Path:

@@ -249,7 +249,8 @@ class Trainer:
             with torch.no_grad():
                 for name, value in self.best_in_memory.items():
                     params[name].copy_(value)
-        elif (self.ckpt_dir / "best" / "trainable.safetensors").is_file():
+        elif state.best_step and (self.ckpt_dir / "best" / "trainable.safetensors").is_file():
+            # best_step 0: nothing improved, and a best/ there is from an attempt this run started over from
             load_trainable(self.model, self.ckpt_dir / "best")
         return state
 
