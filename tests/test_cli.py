@@ -557,7 +557,7 @@ def test_existing_output_needs_overwrite(cli: Callable[..., Result], tiny_model:
     result = cli(*train_args(tiny_model, "intents.csv", "run", "--overwrite", *FAST))
     assert result.code == 0, result.err
     assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns != first
-    assert not (tmp_path / "run.next").exists()
+    assert not (tmp_path / ".run.next").exists()
 
 
 def test_overwrite_keeps_the_old_run_when_the_new_input_is_bad(
@@ -568,7 +568,9 @@ def test_overwrite_keeps_the_old_run_when_the_new_input_is_bad(
     A typo in --train with --overwrite destroys a finished run and trains nothing in its place.
     """
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.yaml").write_text("task: classification\n", encoding="utf-8")  # a run, as of 0.1
+    # A run as tunesmith 0.1 saved it: every config field, overwrite and resume among them.
+    legacy = {"task": "classification", "output": "run", "overwrite": False, "resume": False, "data": {}, "train": {}}
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(legacy), encoding="utf-8")
     (tmp_path / "run" / "metrics.json").write_text("{}", encoding="utf-8")
     one_error_line(cli(*train_args(tiny_model, "typo.csv", "run", "--overwrite", *FAST)), "typo.csv", "not found")
     assert (tmp_path / "run" / "metrics.json").is_file()

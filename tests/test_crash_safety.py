@@ -26,11 +26,12 @@ from safetensors.torch import load_file
 import conftest
 from conftest import INTENTS
 from tunesmith.config import MethodConfig, ModelConfig, TrainConfig
+from tunesmith.evaluate.scores import predict_scores
 from tunesmith.models.loading import apply_method, load_classifier, load_tokenizer
 from tunesmith.tasks.base import Collator, encode_texts, make_examples
 from tunesmith.tasks.classification import Classification
 from tunesmith.train.checkpoint import save_checkpoint, trainable_state
-from tunesmith.train.loop import RunLog, Trainer, predict_scores
+from tunesmith.train.loop import RunLog, Trainer
 
 LABELS = sorted(INTENTS)
 CPU = torch.device("cpu")

@@ -27,13 +27,14 @@ from conftest import INTENTS, write_intents
 from tunesmith.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
 from tunesmith.data.prepare import prepare_data
 from tunesmith.errors import TunesmithError
+from tunesmith.evaluate.scores import predict_scores, score_evaluator
 from tunesmith.inference import evaluate_file, load_run, predict_texts
 from tunesmith.models.loading import apply_method, load_classifier, load_tokenizer
 from tunesmith.recipes.classifier import train_run
 from tunesmith.tasks.base import Collator, encode_texts, make_examples
 from tunesmith.tasks.classification import Classification
 from tunesmith.train.checkpoint import load_checkpoint, trainable_state
-from tunesmith.train.loop import Trainer, build_optimizer, predict_scores, score_evaluator, step_batches
+from tunesmith.train.loop import Trainer, build_optimizer, step_batches
 
 LABELS = sorted(INTENTS)  # what Classification.fit finds: account, refund, shipping
 CPU = torch.device("cpu")

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tunesmith.data.config import DataConfig
+from tunesmith.data.dataset import select_rows
 from tunesmith.data.io import iter_table, read_table, write_table
 from tunesmith.data.prepare import prepare_files
 
@@ -118,3 +119,17 @@ def test_a_column_named_text_that_is_not_the_text_column_is_kept_beside_it(tmp_p
     train = cells(tmp_path / "out" / "train.csv")
     assert list(train[0]) == ["text", "label", "id", "text.1"]
     assert {row["text.1"] for row in train} == {"old"} and train[0]["text"].startswith("question number")
+
+
+def test_a_table_read_with_nothing_parsed_still_gives_its_texts(tmp_path: Path) -> None:
+    """What `predict` does: every column read exactly, texts taken from it, the table written back with a
+    new column; the text column itself ("007", "  padded  ") comes back as it was too."""
+    source = write_rows(tmp_path / "in.csv", ["id", "text", "extra"], [["007", "  padded  ", "1.50"], ["010", "", ""]])
+    table = read_table(source, parsed=())
+    texts = select_rows(table, str(source), DataConfig(), multilabel=False, need_labels=False)
+    assert texts["text"].tolist() == ["padded"] and texts.index.tolist() == [0]
+    table["predicted"] = texts["text"].str.upper()
+    write_table(table, tmp_path / "out.csv")
+    out = cells(tmp_path / "out.csv")
+    assert [{k: row[k] for k in ("id", "text", "extra")} for row in out] == cells(source)
+    assert [row["predicted"] for row in out] == ["PADDED", ""]

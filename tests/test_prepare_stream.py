@@ -180,3 +180,15 @@ def test_data_commands_validate_their_flags(data: Path, capsys: pytest.CaptureFi
     assert main(["data", "inspect", str(data), "--label-map", "foo"]) == 2
     err = capsys.readouterr().err
     assert "tunesmith: error: --label-map 'foo' is not OLD=NEW" in err and "Traceback" not in err
+
+
+def test_prepared_files_with_folds_and_augmentation_index_the_written_train_file(tmp_path: Path) -> None:
+    cfg = _cfg(write_intents(tmp_path / "intents.csv", per_class=30), folds=3)
+    cfg.augment.enabled = True
+    cfg.augment.synonym = cfg.augment.insert = 0.0  # swap and delete: no WordNet needed
+    summary = prepare_files(cfg, "classification", 0, tmp_path / "out")
+    assert "folds.json" in summary.files and any(s["step"] == "augment train" for s in summary.manifest["steps"])
+    train = pd.read_csv(tmp_path / "out" / "train.csv")
+    assert summary.manifest["rows"]["train"] == len(train)
+    folds = json.loads((tmp_path / "out" / "folds.json").read_text())
+    assert sorted(i for fold in folds for i in fold["validation"]) == list(range(len(train)))

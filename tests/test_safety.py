@@ -39,20 +39,33 @@ def test_overwrite_never_deletes_home_cwd_or_a_folder_holding_the_data(
     (home / "documents").mkdir(parents=True)
     (home / "documents" / "thesis.txt").write_text("years of work", encoding="utf-8")
     monkeypatch.setenv("HOME", str(home))
-    write_intents(tmp_path / "intents.csv")
     data = tmp_path / "data"
     data.mkdir()
     write_intents(data / "train.csv")
-    before = {name: tree(folder) for name, folder in (("home", home), ("cwd", tmp_path), ("data", data))}
+    work = tmp_path / "work" / "project"
+    work.mkdir(parents=True)
+    (work / "notes.md").write_text("the user's", encoding="utf-8")
+    monkeypatch.chdir(work)
+    before = tree(tmp_path)
 
-    one_error_line(cli(*train_args(tiny_model, "intents.csv", str(home), "--overwrite", *FAST)), "home folder")
-    one_error_line(cli(*train_args(tiny_model, "intents.csv", ".", "--overwrite", *FAST)), "--output .")
-    one_error_line(cli(*train_args(tiny_model, "intents.csv", "..", "--overwrite", *FAST)), "--output ..")
-    one_error_line(
-        cli(*train_args(tiny_model, str(data / "train.csv"), "data", "--overwrite", *FAST)),
-        "would replace the input",
-    )
-    assert {name: tree(f) for name, f in (("home", home), ("cwd", tmp_path), ("data", data))} == before
+    train = str(data / "train.csv")
+    one_error_line(cli(*train_args(tiny_model, train, str(home), "--overwrite", *FAST)), "home folder")
+    one_error_line(cli(*train_args(tiny_model, train, ".", "--overwrite", *FAST)), "--output .", "current directory")
+    one_error_line(cli(*train_args(tiny_model, train, "..", "--overwrite", *FAST)), "--output ..", "current directory")
+    one_error_line(cli(*train_args(tiny_model, train, str(data), "--overwrite", *FAST)), "would replace the input")
+    one_error_line(cli(*train_args(tiny_model, train, "/", "--overwrite", *FAST)), "--output /")
+    assert tree(tmp_path) == before
+
+
+def test_a_new_run_may_go_into_an_empty_current_directory(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_intents(tmp_path / "intents.csv")
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    result = cli(*train_args(tiny_model, str(tmp_path / "intents.csv"), ".", *FAST))
+    assert result.code == 0, result.err
+    assert (tmp_path / "run" / "metrics.json").is_file()
 
 
 def test_a_failed_overwrite_leaves_the_old_run_and_can_be_resumed(
@@ -77,12 +90,12 @@ def test_a_failed_overwrite_leaves_the_old_run_and_can_be_resumed(
     monkeypatch.setattr(Classification, "loss", loss_nan_at_step_3)
     one_error_line(cli(*args, "--overwrite", "--lr", "5e-4"), "step 3", "--resume")
     assert tree(tmp_path / "run") == old
-    assert (tmp_path / "run.next" / "checkpoints" / "last" / "state.json").is_file()
+    assert (tmp_path / ".run.next" / "checkpoints" / "last" / "state.json").is_file()
 
     monkeypatch.setattr(Classification, "loss", real_loss)
     result = cli("train", "--output", "run", "--resume", "--lr", "1e-4")
     assert result.code == 0, result.err
-    assert not (tmp_path / "run.next").exists()
+    assert not (tmp_path / ".run.next").exists()
     assert tree(tmp_path / "run") != old
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text(encoding="utf-8"))
     assert saved["train"]["lr"] == 5e-4  # the resumed run is the replacement, continued at a lower rate
@@ -321,3 +334,189 @@ def test_multilabel_validation_is_not_scored_with_a_threshold_tuned_on_it(
     tuned = json.loads((tmp_path / "run" / "label_map.json").read_text())["threshold"]
     assert metrics["validation"]["threshold"] == 0.5  # the threshold the checkpoint was chosen with
     assert metrics["test"]["threshold"] == tuned  # the threshold predictions use
+
+
+# --- found by review: more ways to lose a file ------------------------------------------------------------
+
+
+def test_a_users_folder_beside_the_run_is_never_taken_for_its_replacement(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path
+) -> None:
+    """Staging was `<output>.next`: a run the user kept in `runs/b.next` was deleted, or swapped over `runs/b`."""
+    write_intents(tmp_path / "intents.csv")
+    assert cli(*train_args(tiny_model, "intents.csv", "b", *FAST)).code == 0
+    assert cli(*train_args(tiny_model, "intents.csv", "b.next", "--seed", "7", *FAST)).code == 0
+    keep = tree(tmp_path / "b.next")
+    assert cli(*train_args(tiny_model, "intents.csv", "b", "--overwrite", *FAST)).code == 0
+    assert tree(tmp_path / "b.next") == keep
+    assert cli("train", "--output", "b", "--resume").code == 0
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["train"]["seed"] == 42
+
+
+def test_a_stale_replacement_never_overrides_a_newer_run(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tunesmith.tasks.classification import Classification
+
+    write_intents(tmp_path / "intents.csv")
+    args = train_args(tiny_model, "intents.csv", "run", "--checkpoint-every", "1", *FAST)
+    assert cli(*args).code == 0
+    real_loss = Classification.loss
+    monkeypatch.setattr(Classification, "loss", lambda s, m, b: (real_loss(s, m, b)[0] * math.nan, 1))
+    one_error_line(cli(*args, "--overwrite"), "step 1")  # leaves an unfinished replacement, with no checkpoint
+    monkeypatch.setattr(Classification, "loss", real_loss)
+    assert cli(*args, "--overwrite", "--seed", "5").code == 0  # a newer run replaces the old one
+    newer = tree(tmp_path / "run")
+    assert cli("train", "--output", "run", "--resume").code == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["seed"] == 5
+    assert tree(tmp_path / "run")["metrics.json"] == newer["metrics.json"]
+
+
+def test_a_file_added_while_a_replacement_trains_is_kept(tiny_model: str, tmp_path: Path) -> None:
+    from tunesmith.config import RunConfig
+    from tunesmith.recipes.classifier import train_run
+
+    cfg = RunConfig(output=str(tmp_path / "run"))
+    cfg.data.train = str(write_intents(tmp_path / "intents.csv"))
+    cfg.model.name, cfg.eval.baseline, cfg.train.epochs = tiny_model, False, 1
+    train_run(cfg)
+
+    def add_a_note(step: int, metrics: dict) -> None:
+        (tmp_path / "run" / "notes.md").write_text("written during the run", encoding="utf-8")
+
+    train_run(cfg, overwrite=True, on_evaluate=add_a_note)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(kept) == 1 and (kept[0] / "notes.md").read_text(encoding="utf-8") == "written during the run"
+    assert not (tmp_path / "run" / "notes.md").exists()
+
+
+def test_a_folder_that_merely_looks_like_a_run_is_not_one(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path
+) -> None:
+    write_intents(tmp_path / "intents.csv")
+    proj = tmp_path / "proj"
+    (proj / "model").mkdir(parents=True)
+    (proj / "config.yaml").write_text("my: settings\n", encoding="utf-8")
+    (proj / "model" / "weights.bin").write_bytes(b"\0" * 16)
+    (proj / "log.jsonl").write_text("{}\n", encoding="utf-8")
+    before = tree(proj)
+    one_error_line(cli(*train_args(tiny_model, "intents.csv", "proj", "--overwrite", *FAST)), "not a folder tunesmith")
+    assert tree(proj) == before
+
+
+def test_a_file_the_user_put_inside_a_runs_model_folder_is_not_deleted(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path
+) -> None:
+    write_intents(tmp_path / "intents.csv")
+    assert cli(*train_args(tiny_model, "intents.csv", "run", *FAST)).code == 0
+    (tmp_path / "run" / "model" / "README.md").write_text("how I trained it", encoding="utf-8")
+    one_error_line(cli(*train_args(tiny_model, "intents.csv", "run", "--overwrite", *FAST)), "model/README.md")
+    # tunesmith's own leftovers (a killed atomic write) do not block a replacement.
+    (tmp_path / "run" / "model" / "README.md").unlink()
+    (tmp_path / "run" / ".metrics.json.ab12cd.tmp").write_text("{", encoding="utf-8")
+    assert cli(*train_args(tiny_model, "intents.csv", "run", "--overwrite", *FAST)).code == 0
+
+
+def test_the_model_a_run_starts_from_is_never_replaced_by_it(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path
+) -> None:
+    write_intents(tmp_path / "intents.csv")
+    assert cli(*train_args(tiny_model, "intents.csv", "e", *FAST)).code == 0
+    before = tree(tmp_path / "e")
+    result = cli(*train_args("e/model", "intents.csv", "e", "--overwrite", "--method", "lora", *FAST))
+    one_error_line(result, "would replace the input e/model")
+    assert tree(tmp_path / "e") == before
+
+
+def test_data_inspect_report_never_replaces_a_data_file(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path
+) -> None:
+    write_intents(tmp_path / "intents.csv")
+    before = (tmp_path / "intents.csv").read_bytes()
+    base = ["data", "inspect", "intents.csv", "--model", tiny_model]
+    one_error_line(cli(*base, "--report", "intents.csv"), ".json or .html")
+    (tmp_path / "intents.json").write_text("[]", encoding="utf-8")
+    one_error_line(cli(*base, "--validation", "intents.json", "--report", "intents.json"), "would replace the input")
+    assert (tmp_path / "intents.csv").read_bytes() == before
+    assert cli(*base, "--report", "report.html").code == 0
+    one_error_line(cli(*base, "--report", "report.html"), "--overwrite")
+
+
+def test_export_of_a_classifier_run_is_one_line(cli: Callable[..., Result], tiny_model: str, tmp_path: Path) -> None:
+    write_intents(tmp_path / "intents.csv")
+    assert cli(*train_args(tiny_model, "intents.csv", "run", *FAST)).code == 0
+    one_error_line(cli("export", "run", "--output", "exported"), "sft and seq2seq runs")
+    assert not (tmp_path / "exported").exists()
+
+
+def test_predict_gives_the_users_columns_back_byte_for_byte(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path
+) -> None:
+    write_intents(tmp_path / "intents.csv")
+    assert cli(*train_args(tiny_model, "intents.csv", "run", *FAST)).code == 0
+    rows = [("007", "where is my parcel", "1", "1.50", "refund"), ("010", "reset my password", "", "2", "x")]
+    lines = "id,text,score,price,label\n" + "".join(",".join(r) + "\n" for r in rows)
+    (tmp_path / "new.csv").write_text(lines, encoding="utf-8")
+    assert cli("predict", "run", "--input", "new.csv", "--output", "out.csv").code == 0
+    out = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
+    header = out[0].split(",")
+    assert header[:5] == ["id", "text", "score", "price", "label"] and "predicted_label" in header
+    for line, row in zip(out[1:], rows, strict=True):
+        assert line.split(",")[:5] == list(row)
+    # Fed back in, the earlier predictions stay and the new ones take a free name.
+    assert cli("predict", "run", "--input", "out.csv", "--output", "again.csv").code == 0
+    again = (tmp_path / "again.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert "predicted_label" in again and "predicted_label_2" in again
+
+
+def test_predict_never_writes_into_its_run(cli: Callable[..., Result], tiny_model: str, tmp_path: Path) -> None:
+    write_intents(tmp_path / "intents.csv")
+    assert cli(*train_args(tiny_model, "intents.csv", "run", *FAST)).code == 0
+    before = tree(tmp_path / "run")
+    args = ["predict", "run", "--input", "intents.csv", "--output", "run/metrics.json", "--overwrite"]
+    one_error_line(cli(*args), "would replace the input run")
+    assert tree(tmp_path / "run") == before
+
+
+def test_resume_errors_name_the_real_problem(cli: Callable[..., Result], tiny_model: str, tmp_path: Path) -> None:
+    one_error_line(cli("train", "--output", "nothing", "--resume"), "no checkpoint")
+    write_intents(tmp_path / "intents.csv")
+    assert cli(*train_args(tiny_model, "intents.csv", "run", *FAST)).code == 0
+    one_error_line(cli("train", "--output", "run", "--resume", "--metric", "accuracy"), "train.metric")
+
+
+def test_two_processes_never_write_one_run_folder(cli: Callable[..., Result], tiny_model: str, tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    write_intents(tmp_path / "intents.csv")
+    with FileLock(str(tmp_path / ".run.lock")):  # as another process training into run/ holds it
+        one_error_line(cli(*train_args(tiny_model, "intents.csv", "run", *FAST)), "another tunesmith process")
+    assert cli(*train_args(tiny_model, "intents.csv", "run", *FAST)).code == 0
+
+
+BAD_SECTIONS = [
+    (["--clean", "--clean-min-chars", "-1"], "--clean-min-chars"),
+    (["--clean", "--clean-min-chars", "10", "--clean-max-chars", "5"], "--clean-max-chars"),
+    (["--task", "sft", "--prompt-template", "{x"], "--prompt-template"),
+    (["--task", "sft", "--chat-template", "{% for %}"], "--chat-template"),
+]
+
+
+@pytest.mark.parametrize(("flags", "named"), BAD_SECTIONS, ids=[" ".join(f) for f, _ in BAD_SECTIONS])
+def test_cleaning_and_chat_settings_are_checked_before_the_data_is_read(
+    flags: list[str], named: str, cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tunesmith.data.io as data_io
+
+    monkeypatch.setattr(data_io, "_read_bytes", lambda *a: pytest.fail("the data was read first"))
+    write_intents(tmp_path / "intents.csv")
+    one_error_line(cli(*train_args("minilm-l6", "intents.csv", "run", *flags)), named)
+
+
+def test_a_chinese_output_folder_gets_a_report_naming_its_own_files(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path
+) -> None:
+    write_intents(tmp_path / "intents.csv", per_class=30)
+    assert cli("data", "prepare", "--train", "intents.csv", "--output", "准备", "--model", tiny_model).code == 0
+    report = (tmp_path / "准备" / "report.json").read_text(encoding="utf-8")
+    assert ".new-" not in report and "准备" in report

@@ -119,7 +119,7 @@ def test_data_prepare_help_lists_only_data_flags_with_its_own_defaults() -> None
 
 def test_data_inspect_help_has_no_training_or_output_flags() -> None:
     text = help_of("data", "inspect")
-    for flag in ("--lora-r", "--epochs", "--output", "--overwrite", "--resume", "--seed"):
+    for flag in ("--lora-r", "--epochs", "--output", "--resume", "--seed", "--save"):
         assert flag not in text, flag
     assert "--dedup-threshold" in text and "--model" in text
 
@@ -133,13 +133,13 @@ def test_train_help_groups_flags_by_section() -> None:
 
 def test_each_section_is_checked_before_any_data_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad augmentation flag used to fail after near-duplicate search had run over the whole file."""
-    import tunesmith.data.prepare as prepare
+    import tunesmith.data.io as data_io
     from tunesmith.cli import main
 
     def never(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("data was read before the config was checked")
 
-    monkeypatch.setattr(prepare, "read_table", never)
+    monkeypatch.setattr(data_io, "_read_bytes", never)
     write_intents(tmp_path / "d.csv")
     base = ["--train", str(tmp_path / "d.csv"), "--output", str(tmp_path / "run"), "--dedup"]
     assert main(["train", *base, "--augment", "--augment-copies", "0"]) == 2

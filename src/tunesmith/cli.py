@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("file", nargs="?", help="the file to inspect (same as --train)")
     inspect.add_argument("--report", help="also write the report to this .json or .html file")
+    inspect.add_argument("--overwrite", action="store_true", help="replace an existing --report file")
     add_config_flags(inspect, DATA_INSPECT)
     prepare = data_sub.add_parser(
         "prepare",
@@ -173,7 +174,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         flags = flag_values(args)
         if args.file:
             flags.setdefault("data", {})["train"] = args.file
-        inspection = workbench.inspect(build_config(None, flags, DATA_INSPECT))
+        cfg = build_config(None, flags, DATA_INSPECT)
+        if args.report:  # checked before the report is made, not after
+            workbench.check_report_path(cfg, Path(args.report), args.overwrite)
+        inspection = workbench.inspect(cfg)
         print(inspection.text)
         if args.report:
             workbench.write_inspection(inspection, Path(args.report))
@@ -196,21 +200,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for text, pred in zip(args.text, predict_texts(run, args.text), strict=True):
             print(json.dumps({"text": text, **pred}, ensure_ascii=False))
     else:
-        n = predict_file(run, args.input, args.output, args.text_column, args.overwrite)
+        n = predict_file(run, args.input, args.output, args.text_column, args.overwrite, args.run)
         print(f"wrote {n} predictions to {args.output}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tunesmith.inference import evaluate_run
-    from tunesmith.outputs import write_json_file
     from tunesmith.summaries import evaluation_summary
 
-    if args.output:  # checked before minutes of scoring, not after
-        write_json_file(Path(args.output), None, [args.run, args.test], args.overwrite)
-    metrics = evaluate_run(args.run, args.test, args.device, args.trust_remote_code)
-    if args.output:
-        write_json_file(Path(args.output), metrics, [args.run, args.test], args.overwrite)
+    metrics = evaluate_run(args.run, args.test, args.device, args.trust_remote_code, args.output, args.overwrite)
     print(evaluation_summary(metrics))
     return 0
 
@@ -252,11 +251,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tunesmith.export import export_run
-    from tunesmith.inference import open_run
 
-    out = export_run(
-        open_run(args.run, args.device, args.trust_remote_code), args.run, args.output, args.merge, args.overwrite
-    )
+    out = export_run(args.run, args.output, args.merge, args.overwrite, args.device, args.trust_remote_code)
     print(f"exported to {out} (load it with transformers' from_pretrained)")
     return 0
 

@@ -49,10 +49,9 @@ class RunConfig:
         t = self.train
         if t.class_weights != "none" and self.task != "classification":
             raise TunesmithError(f"--class-weights applies to classification, not --task {self.task}")
-        if t.metric is not None and t.metric not in SELECTABLE[self.task]:
-            raise TunesmithError(
-                f"--metric {t.metric!r} is not a {self.task} metric; choose one of {', '.join(SELECTABLE[self.task])}"
-            )
+        known = SELECTABLE.get(self.task)  # a task registered from outside is checked at its first evaluation
+        if t.metric is not None and known is not None and t.metric not in known:
+            raise TunesmithError(f"--metric {t.metric!r} is not a {self.task} metric; choose one of {', '.join(known)}")
         if self.method.method == "qlora" and not is_generative(self.task):
             raise TunesmithError("--method qlora applies to --task sft or seq2seq; use --method lora for a classifier")
         return self

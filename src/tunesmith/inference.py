@@ -27,13 +27,13 @@ from tunesmith.data.io import read_table, write_table
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.config import MAX_NEW_TOKENS
 from tunesmith.evaluate.generative import LanguageModel, score
+from tunesmith.evaluate.scores import predict_scores
 from tunesmith.models.loading import PEFT_METHODS, load_adapter, load_lm, load_tokenizer, load_trained
 from tunesmith.models.registry import resolve_model
-from tunesmith.outputs import check_output_file
+from tunesmith.outputs import check_output_file, write_json_file
 from tunesmith.run_folder import require_finished, run_config
 from tunesmith.tasks import task_from_state, task_info
-from tunesmith.tasks.base import Task, encode_texts, make_examples
-from tunesmith.train.loop import predict_scores
+from tunesmith.tasks.base import Task, encode_frame, encode_texts, make_examples, targets_of
 from tunesmith.utils import pick_device, seed_everything
 
 
@@ -46,7 +46,9 @@ class ClassifierRun:
     device: torch.device
 
     def scores(self, texts: list[str]) -> np.ndarray:
-        examples = make_examples(encode_texts(self.tokenizer, texts, self.cfg.data.max_length), None)
+        return self.predict_examples(make_examples(encode_texts(self.tokenizer, texts, self.cfg.data.max_length), None))
+
+    def predict_examples(self, examples: list[dict[str, Any]]) -> np.ndarray:
         collate = task_info(self.cfg.task).collate(self.tokenizer.pad_token_id)
         return predict_scores(self.model, self.task, examples, collate, self.cfg.train.eval_batch_size, self.device)
 
@@ -116,7 +118,8 @@ def _open_classifier(run_dir: Path, cfg: RunConfig, device: str) -> ClassifierRu
     task = task_from_state(json.loads((run_dir / "label_map.json").read_text(encoding="utf-8")))
     tokenizer = load_tokenizer(str(run_dir / "model"), cfg.model.trust_remote_code)
     base_path = resolve_model(cfg.model.name) if cfg.method.method != "full" else ""
-    model = load_trained(run_dir, base_path, task.model_kwargs(), cfg.model, cfg.method.method)
+    loader = task_info(cfg.task).load()
+    model = load_trained(run_dir, base_path, task.model_kwargs(), cfg.model, cfg.method.method, loader)
     dev = pick_device(device)
     return ClassifierRun(cfg, task, model.to(dev).eval(), tokenizer, dev)
 
@@ -146,23 +149,35 @@ def predict_file(
     output_path: str,
     text_columns: list[str] | None = None,
     overwrite: bool = False,
+    run_dir: str | Path | None = None,
 ) -> int:
     """Write the input rows plus prediction columns; returns the row count.
 
-    The input's own columns are written back as they were read, and the output may never be the input.
+    The input's own columns come back exactly as they were written (only the text columns are parsed),
+    and the output is never the input nor inside the run folder.
     """
-    check_output_file(Path(output_path), [input_path], overwrite)
+    check_output_file(Path(output_path), [input_path, run_dir], overwrite)
     data_cfg = run.cfg.data
     if text_columns:
         data_cfg = dataclasses.replace(data_cfg, text_columns=text_columns)
-    out = read_table(input_path, encoding=data_cfg.encoding)
+    out = read_table(input_path, encoding=data_cfg.encoding, parsed=data_cfg.text_columns)
     frame = select_rows(out, input_path, data_cfg, multilabel=False, need_labels=False)  # same index as `out`
     described = run.task.describe(run.scores(frame["text"].tolist()))
     for name, values in _prediction_columns(described, run.cfg.data.label_separator).items():
         # Rows dropped for an empty text stay, with empty predictions, so the output lines up with the input.
-        out[f"predicted_{name}" if name in out.columns else name] = pd.Series(values, index=frame.index)
+        out[_free_name(name, out.columns)] = pd.Series(values, index=frame.index)
     write_table(out, Path(output_path))
     return len(frame)
+
+
+def _free_name(name: str, taken: Any) -> str:
+    """`name`, or `predicted_name` (`predicted_name_2`, ...) when the input already has such a column."""
+    if name not in taken:
+        return name
+    candidate, n = f"predicted_{name}", 2
+    while candidate in taken:
+        candidate, n = f"predicted_{name}_{n}", n + 1
+    return candidate
 
 
 def _prediction_columns(described: list[dict[str, Any]], sep: str) -> dict[str, list[Any]]:
@@ -179,8 +194,8 @@ def _prediction_columns(described: list[dict[str, Any]], sep: str) -> dict[str, 
 def evaluate_file(run: ClassifierRun, test_path: str) -> dict[str, Any]:
     frame = load_file(test_path, run.cfg.data, multilabel=run.task.name == "multilabel")
     run.task.check(frame, test_path)
-    targets = run.task.targets(frame).numpy()
-    return run.task.metrics(run.scores(frame["text"].tolist()), targets)
+    examples = encode_frame(run.task, run.tokenizer, frame, run.cfg.data.max_length)
+    return run.task.metrics(run.predict_examples(examples), targets_of(examples))
 
 
 # --- generative runs ---------------------------------------------------------------------------------
@@ -268,9 +283,20 @@ def evaluate_generative(run: GenerativeRun, test_path: str, max_rows: int | None
     return {"base": base["scores"], "finetuned": tuned["scores"]}
 
 
-def evaluate_run(run_dir: str | Path, test_path: str, device: str = "auto", trust_remote_code: bool = False) -> dict:
-    """Scores of any finished run on a test file: a classifier's metrics, or a generative run's base and tuned."""
+def evaluate_run(
+    run_dir: str | Path,
+    test_path: str,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    output: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Scores of any finished run on a test file (a classifier's metrics, or a generative run's base and tuned),
+    also written to `output` when given; the output is checked before minutes of scoring, not after."""
+    if output:
+        write_json_file(Path(output), None, [run_dir, test_path], overwrite)
     run = open_run(run_dir, device, trust_remote_code)
-    if isinstance(run, GenerativeRun):
-        return evaluate_generative(run, test_path)
-    return evaluate_file(run, test_path)
+    metrics = evaluate_generative(run, test_path) if isinstance(run, GenerativeRun) else evaluate_file(run, test_path)
+    if output:
+        write_json_file(Path(output), metrics, [run_dir, test_path], overwrite)
+    return metrics

@@ -12,16 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tunesmith.errors import TunesmithError
 from tunesmith.utils import atomic_write_json
+
+log = logging.getLogger("tunesmith")
 
 MARKER = "tunesmith.json"
 
@@ -75,30 +82,64 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
     return marker if isinstance(marker, dict) and marker.get("kind") in KNOWN_ENTRIES else None
 
 
-def write_marker(folder: Path, kind: str, **extra: Any) -> None:
-    atomic_write_json(folder / MARKER, {"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra})
+def write_marker(folder: Path, kind: str, **extra: Any) -> dict[str, Any]:
+    marker = {"kind": kind, "id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    atomic_write_json(folder / MARKER, marker)
+    return marker
+
+
+# A killed atomic write leaves `.<name>.<random>.tmp` behind: tunesmith's own, never the user's.
+_OWN_LEFTOVER = re.compile(r"\..+\.tmp")
+# What save_pretrained and a checkpoint write; anything else inside a run's model/ or checkpoints/ is the user's.
+_MODEL_FILE = re.compile(r".+\.(json|safetensors|txt|model|jinja|tiktoken)|merges\.txt|vocab\..+")
+_CHECKPOINT = re.compile(r"(last|best)(\.tmp|\.old)?")
+_CHECKPOINT_FILE = re.compile(r"trainable\.safetensors|optimizer\.pt|state\.json")
+
+
+def _run_contents_foreign(folder: Path) -> list[str]:
+    """Entries inside a run's model/ and checkpoints/ that tunesmith does not write there."""
+    foreign = []
+    for sub in ("model", "model.tmp", "model.old"):
+        if (folder / sub).is_dir():
+            foreign += [f"{sub}/{p.name}" for p in (folder / sub).iterdir() if not _MODEL_FILE.fullmatch(p.name)]
+    ckpt = folder / "checkpoints"
+    if ckpt.is_dir():
+        for entry in ckpt.iterdir():
+            if not _CHECKPOINT.fullmatch(entry.name) or not entry.is_dir():
+                foreign.append(f"checkpoints/{entry.name}")
+                continue
+            foreign += [
+                f"checkpoints/{entry.name}/{p.name}"
+                for p in entry.iterdir()
+                if not (_CHECKPOINT_FILE.fullmatch(p.name) or _OWN_LEFTOVER.fullmatch(p.name))
+            ]
+    return foreign
 
 
 def is_legacy_run(folder: Path) -> bool:
-    """A run folder from before markers existed: config.yaml plus only the entries a run writes."""
-    names = {p.name for p in folder.iterdir()}
-    return (
-        "config.yaml" in names
-        and bool(names & {"metrics.json", "checkpoints", "log.jsonl", "model"})
-        and (names <= KNOWN_ENTRIES["run"])
-    )
+    """A run folder from before markers: config.yaml as tunesmith 0.1 saved it, and only what a run writes."""
+    names = {p.name for p in folder.iterdir() if not _OWN_LEFTOVER.fullmatch(p.name)}
+    if "config.yaml" not in names or not names <= KNOWN_ENTRIES["run"]:
+        return False
+    try:
+        saved = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    # Every config.yaml of those versions held every field, these two among them.
+    return isinstance(saved, dict) and {"task", "overwrite", "resume", "data", "train"} <= set(saved)
 
 
 def foreign_entries(folder: Path, kind: str) -> list[str]:
     """Entries of `folder` that tunesmith did not write as a folder of `kind` (all of them when it is not ours)."""
     names = sorted(p.name for p in folder.iterdir())
     marker = read_marker(folder)
-    if marker is None:
-        return [] if kind == "run" and is_legacy_run(folder) else names
-    if marker["kind"] != kind:
+    if marker is None and not (kind == "run" and is_legacy_run(folder)):
         return names
-    allowed = KNOWN_ENTRIES[kind] | set(marker.get("entries", [])) | {MARKER}
-    return [n for n in names if n not in allowed]
+    if marker is not None and marker["kind"] != kind:
+        return names
+    allowed = KNOWN_ENTRIES[kind] | set((marker or {}).get("entries", [])) | {MARKER}
+    foreign = [n for n in names if n not in allowed and not _OWN_LEFTOVER.fullmatch(n)]
+    return foreign + (_run_contents_foreign(folder) if kind == "run" else [])
 
 
 def _is_protected(path: Path) -> str | None:
@@ -129,14 +170,12 @@ def check_inputs_outside(path: Path, inputs: Iterable[str | Path | None], flag: 
 
 def check_output_folder(path: Path, kind: str, overwrite: bool, flag: str = "--output") -> None:
     """Before any work: may `path` receive a new folder of `kind`? One line saying why not, and the fix."""
-    if path.exists() and not path.is_dir():
-        raise TunesmithError(f"{flag} {path} is a file, not a folder; pick another {flag}")
-    if not path.exists():
-        return
     why = _is_protected(path)
     if why:
         raise TunesmithError(f"{flag} {path} can never be replaced: {why}; pick a new folder for {flag}")
-    if not any(path.iterdir()):
+    if path.exists() and not path.is_dir():
+        raise TunesmithError(f"{flag} {path} is a file, not a folder; pick another {flag}")
+    if not path.exists() or not any(path.iterdir()):
         return
     foreign = foreign_entries(path, kind)
     if foreign:
@@ -173,12 +212,19 @@ def fresh_sibling(path: Path, tag: str) -> Path:
     return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{tag}-"))
 
 
-def swap_in(new: Path, final: Path) -> None:
-    """Put the complete folder `new` at `final`; the folder there before (checked to be ours) is removed last."""
+def swap_in(new: Path, final: Path, kind: str) -> None:
+    """Put the complete folder `new` at `final`. The folder there before is removed only if it still holds
+    nothing but tunesmith's own files (a user may have added one while the command ran); else it is kept
+    beside, renamed, and said so."""
     old = None
     if final.exists():
+        keep = bool(any(final.iterdir()) and foreign_entries(final, kind))
         old = fresh_sibling(final, "old")
         os.replace(final, old / final.name)
+        if keep:
+            kept = final.with_name(f"{final.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(old / final.name, kept)
+            log.warning("%s held files tunesmith did not write; the earlier folder is kept as %s", final, kept)
     os.replace(new, final)
     if old is not None:
         shutil.rmtree(old)
@@ -199,7 +245,7 @@ def staged_output(
         yield work
         entries = sorted(p.name for p in work.iterdir())
         write_marker(work, kind, **({"entries": entries} if not KNOWN_ENTRIES[kind] else {}))
-        swap_in(work, path)
+        swap_in(work, path, kind)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

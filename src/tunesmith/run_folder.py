@@ -13,14 +13,14 @@ it loads are wrong without any error: `fingerprint.json` records them and a mism
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from torch import nn
 
 from tunesmith.config import COMMAND_FLAGS, RunConfig, from_dict, load_yaml, save_yaml
@@ -34,7 +34,7 @@ from tunesmith.outputs import (
     write_marker,
 )
 from tunesmith.train.checkpoint import complete_state
-from tunesmith.utils import atomic_write_json, is_main_process, replace_dir
+from tunesmith.utils import atomic_write_json, is_main_process, replace_dir, sha256_file
 
 log = logging.getLogger("tunesmith")
 
@@ -54,6 +54,7 @@ _TRAIN_FIELDS = (
     "max_grad_norm",
     "seed",
     "class_weights",
+    "metric",  # which checkpoint is best, and whether higher is better
 )
 
 
@@ -61,6 +62,21 @@ def _has_checkpoint(folder: Path) -> bool:
     """A complete checkpoint to resume from (a truncated one, or one from before checksums, does not count)."""
     ckpt = folder / "checkpoints"
     return any(complete_state(ckpt / name) is not None for name in ("last", "last.tmp", "last.old"))
+
+
+def staging_folder(final: Path) -> Path:
+    """Where a replacement of `final` is built: hidden beside it, on the same file system for the final rename."""
+    return final.with_name(f".{final.name}.next")
+
+
+def _is_staging_for(staging: Path, final: Path) -> bool:
+    """`staging` is tunesmith's replacement of the run now in `final` (not a folder that happens to share the name,
+    nor a replacement of a run that has since changed)."""
+    marker = read_marker(staging) if staging.is_dir() else None
+    if marker is None or marker.get("staging_for") != str(final):
+        return False
+    current = read_marker(final) if final.is_dir() else None
+    return marker.get("replaces") == (current or {}).get("id")
 
 
 @dataclass
@@ -71,6 +87,7 @@ class RunFolder:
     work: Path
     resume: bool
     save: str = "full"
+    lock: FileLock | None = field(default=None, repr=False)
 
     @property
     def staged(self) -> bool:
@@ -85,60 +102,97 @@ class RunFolder:
             if read_marker(self.work) is None:
                 write_marker(self.work, "run", task=cfg.task)  # a run from before markers: it is ours
             return
-        if self.staged and self.work.exists():
-            shutil.rmtree(self.work)  # an earlier replacement that never finished; plan() checked it is ours
+        extra: dict[str, Any] = {"task": cfg.task}
+        if self.staged:
+            if self.work.exists():
+                shutil.rmtree(self.work)  # an earlier replacement that never finished; plan checked it is ours
+            extra |= {"staging_for": str(self.final), "replaces": (read_marker(self.final) or {}).get("id")}
         self.work.mkdir(parents=True, exist_ok=True)
-        write_marker(self.work, "run", task=cfg.task)
+        write_marker(self.work, "run", **extra)
         save_yaml(cfg, self.work / "config.yaml")
         atomic_write_json(self.work / "fingerprint.json", fingerprint)
 
     def commit(self) -> None:
         """The run has finished: drop what the save policy does not keep, and swap a replacement into place."""
-        if not is_main_process():
-            return
-        if self.save != "full":
-            shutil.rmtree(self.work / "checkpoints", ignore_errors=True)
-        if self.staged:
-            swap_in(self.work, self.final)
-            log.info("replaced the earlier run in %s", self.final)
+        if is_main_process():
+            if self.save != "full":
+                shutil.rmtree(self.work / "checkpoints", ignore_errors=True)
+            if self.staged:
+                marker = read_marker(self.work) or {}
+                write_marker(self.work, "run", task=marker.get("task"))  # a run, no longer a replacement
+                swap_in(self.work, self.final, "run")
+                log.info("replaced the earlier run in %s", self.final)
+        self.release()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def _lock(final: Path) -> FileLock:
+    """One process at a time writes a run folder: a second would train into the same checkpoints."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(final.with_name(f".{final.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise TunesmithError(
+            f"another tunesmith process is writing {final}; wait for it to finish or pick another --output"
+        ) from None
+    return lock
 
 
 def plan_run_folder(
     output: str | Path, overwrite: bool, resume: bool, inputs: list[str | None], save: str = "full"
 ) -> RunFolder:
-    """Decide where a run writes before anything is read; refuse with one line what would lose files."""
+    """Decide where a run writes before anything is read; refuse with one line what would lose files.
+
+    `inputs` are the files and folders the run reads (data files, a model folder): never replaced.
+    """
     if overwrite and resume:
         raise TunesmithError("--overwrite starts the run again and --resume continues it: pass only one")
     if save not in SAVE_POLICIES:
         raise TunesmithError(f"save policy must be one of {', '.join(SAVE_POLICIES)}, got {save!r}")
-    final = Path(output)
-    check_inputs_outside(final, inputs, "--output")
-    staging = final.with_name(final.name + ".next")
+    given, final = Path(output), Path(output).absolute()  # messages name the folder as the user typed it
+    check_inputs_outside(given, inputs, "--output")
+    if final.exists() and not final.is_dir():
+        raise TunesmithError(f"--output {output} is a file, not a folder; pick another --output")
+    staging = staging_folder(final)
     if resume:
-        for folder in (staging, final):
-            if folder.is_dir() and _has_checkpoint(folder) and not foreign_entries(folder, "run"):
-                return RunFolder(final, folder, resume=True, save=save)
+        work = _resume_target(final, staging, output)
+    elif final.is_dir() and any(final.iterdir()):
+        check_output_folder(given, "run", overwrite)
+        if staging.exists() and foreign_entries(staging, "run"):
+            raise TunesmithError(f"{staging} is in the way of the replacement and is not tunesmith's; move it away")
+        work = staging
+    else:
+        work = final  # a new run, or an empty folder: written in place, nothing replaced
+    return RunFolder(final, work, resume=resume, save=save, lock=_lock(final))
+
+
+def _resume_target(final: Path, staging: Path, output: str | Path) -> Path:
+    if _is_staging_for(staging, final) and _has_checkpoint(staging):
+        if final.is_dir() and any(final.iterdir()):
+            check_output_folder(final, "run", overwrite=True)  # the swap at the end will replace it
+        return staging  # an --overwrite that stopped halfway: the old run is still in `final`
+    if final.is_dir() and _has_checkpoint(final):
+        if foreign_entries(final, "run") and read_marker(final) is None:
+            raise TunesmithError(f"--resume: {output} is not a tunesmith run; check --output")
+        return final
+    old_format = any((final / "checkpoints" / n / "state.json").is_file() for n in ("last", "last.tmp", "last.old"))
+    if old_format:
         raise TunesmithError(
-            f"--resume: {final} holds no checkpoint to continue; start the run without --resume "
-            "(or with --overwrite to replace it)"
+            f"--resume: the checkpoint in {output} is incomplete, or was written by an older tunesmith without "
+            "checksums; start the run again with --overwrite"
         )
-    check_output_folder(final, "run", overwrite)
-    if final.is_dir() and any(final.iterdir()):
-        if staging.exists():
-            check_output_folder(staging, "run", overwrite=True)
-        return RunFolder(final, staging, resume=False, save=save)
-    return RunFolder(final, final, resume=False, save=save)
+    raise TunesmithError(
+        f"--resume: {output} holds no checkpoint to continue; start the run without --resume "
+        "(or with --overwrite to replace it)"
+    )
 
 
 # --- what a resume must match ----------------------------------------------------------------------
-
-
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint(cfg: RunConfig, labels: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -147,7 +201,7 @@ def fingerprint(cfg: RunConfig, labels: dict[str, Any] | None = None) -> dict[st
     data = dataclasses.asdict(d)
     files = {name: data.pop(name) for name in ("train", "validation", "test")}
     out: dict[str, Any] = {"task": cfg.task, "model": cfg.model.name}
-    out |= {f"data file {name}": file_digest(path) for name, path in files.items() if path}
+    out |= {f"data file {name}": sha256_file(Path(path)) for name, path in files.items() if path}
     out |= _flatten("data", data)
     out |= _flatten("method", dataclasses.asdict(cfg.method))
     out |= {f"train.{name}": getattr(cfg.train, name) for name in _TRAIN_FIELDS}
@@ -225,19 +279,22 @@ def run_config(run_dir: str | Path) -> RunConfig:
     return cfg
 
 
-def resumed_config(output: str | None) -> dict[str, Any] | None:
+def resumed_config(output: str | None) -> dict[str, Any]:
     """The saved config of the run `--resume --output` continues, for flags and a config file to go over."""
     if not output:
-        return None
-    final = Path(output)
-    for folder in (final.with_name(final.name + ".next"), final):
-        path = folder / "config.yaml"
-        if _has_checkpoint(folder) and path.is_file():
-            raw = load_yaml(path)
-            for name in COMMAND_FLAGS:
-                raw.pop(name, None)  # runs saved before these became command flags
-            return raw
-    return None
+        raise TunesmithError("--resume needs --output: the run folder to continue")
+    final = Path(output).absolute()
+    raw = load_yaml(_resume_target(final, staging_folder(final), output) / "config.yaml")
+    for name in COMMAND_FLAGS:
+        raw.pop(name, None)  # runs saved before these became command flags
+    return raw
+
+
+def run_inputs(cfg: RunConfig) -> list[str | None]:
+    """Everything a run reads from disk, which its --output must never replace: data files and model folders."""
+    d = cfg.data
+    models = [m for m in (cfg.model.name, d.augment.paraphrase_model) if m and Path(m).expanduser().exists()]
+    return [d.train, d.validation, d.test, *models]
 
 
 def require_finished(run_dir: Path, *needed: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from tunesmith.config import RunConfig, from_dict, merge, to_dict
 from tunesmith.errors import TunesmithError
-from tunesmith.outputs import staged_output
+from tunesmith.outputs import check_output_file, staged_output
 from tunesmith.tasks import task_info
 
 
@@ -49,6 +49,14 @@ def inspect(cfg: RunConfig) -> Inspection:
 
     report = inspect_data(cfg, _tokenizer_for(cfg))
     return Inspection(report, render_text(report))
+
+
+def check_report_path(cfg: RunConfig, path: Path, overwrite: bool) -> None:
+    """A report is JSON or HTML, never one of the files it describes, and replaces a file only when asked."""
+    if path.suffix.lower() not in (".json", ".html", ".htm"):
+        raise TunesmithError(f"--report {path}: name a .json or .html file")
+    d = cfg.data
+    check_output_file(path, [d.train, d.validation, d.test], overwrite, flag="--report")
 
 
 def write_inspection(inspection: Inspection, path: Path) -> None:
@@ -111,7 +119,9 @@ def _prepare_table(cfg: RunConfig, work: Path, out: Path) -> str:
         )
     )
     # The report names the files where they will be, not in the folder they are written to first.
-    report = json.loads(json.dumps(inspect_data(report_cfg, _tokenizer_for(cfg))).replace(str(work), str(out)))
+    report = json.loads(
+        json.dumps(inspect_data(report_cfg, _tokenizer_for(cfg)), ensure_ascii=False).replace(str(work), str(out))
+    )
     write_report(report, work / "report.html")
     write_report(report, work / "report.json")
     sizes = prepared.manifest()["rows"]

@@ -89,6 +89,21 @@ class ChatConfig:
         None, "sft: the model's own chat template (default), 'plain' (### User: / ### Assistant:) or a Jinja string"
     )
 
+    def validate(self) -> ChatConfig:
+        if self.prompt_template:
+            template_fields(self.prompt_template)
+        if self.chat_template and self.chat_template != "plain":
+            import jinja2
+
+            try:
+                jinja2.Environment().parse(self.chat_template)
+            except jinja2.TemplateSyntaxError as err:
+                raise TunesmithError(
+                    f"--chat-template is not a valid Jinja template (line {err.lineno}: {err.message}); "
+                    "pass 'plain' or fix the template"
+                ) from None
+        return self
+
 
 def load_conversations(
     path: str | Path, cfg: ChatConfig, encoding: str | None = None
@@ -390,7 +405,8 @@ def _first_turn(df: pd.DataFrame, column: str, source: str) -> Any:
     return None
 
 
-def _parse_template(template: str, df: pd.DataFrame, source: str) -> _Template:
+def template_fields(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    """The parsed --prompt-template, each placeholder a plain column name; one line when it is not."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as err:
@@ -398,14 +414,20 @@ def _parse_template(template: str, df: pd.DataFrame, source: str) -> _Template:
             f"--prompt-template {template!r} is malformed ({err}); write literal braces as {{{{ and }}}}"
         ) from err
     for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
         # The whole field is a column name: no positions, attributes, indexes or format specs to misread.
-        if not field or field.isdigit() or spec or conversion:
+        if field is not None and (not field or field.isdigit() or spec or conversion):
             raise TunesmithError(
                 f"--prompt-template placeholder in {template!r} must be a plain column name like {{src}}; "
                 "write literal braces as {{ and }}"
             )
+    return parsed
+
+
+def _parse_template(template: str, df: pd.DataFrame, source: str) -> _Template:
+    parsed = template_fields(template)
+    for _, field, _, _ in parsed:
+        if field is None:
+            continue
         if field not in df.columns:
             raise TunesmithError(
                 f"--prompt-template names {{{field}}} but {source} has no column {field!r}; "

@@ -85,6 +85,16 @@ class CleanConfig:
     )
     drop_empty: bool = option(True, "drop texts that are empty after cleaning", flag="clean-drop-empty")
 
+    def validate(self) -> CleanConfig:
+        for flag, value in (("--clean-min-chars", self.min_chars), ("--clean-max-chars", self.max_chars)):
+            if value < 0:
+                raise TunesmithError(f"{flag} must be 0 (off) or positive, got {value}")
+        if self.min_chars and self.max_chars and self.min_chars > self.max_chars:
+            raise TunesmithError(
+                f"--clean-min-chars {self.min_chars} is above --clean-max-chars {self.max_chars}; no text could pass"
+            )
+        return self
+
 
 @dataclass
 class CleanResult:
@@ -267,7 +277,7 @@ Step = tuple[str, Callable[[str], str]]
 
 
 def _steps(cfg: CleanConfig) -> list[Step]:
-    _check(cfg)
+    cfg.validate()
     steps: list[Step] = []
     if cfg.nfkc:
         steps.append(("nfkc", nfkc))
@@ -284,16 +294,6 @@ def _steps(cfg: CleanConfig) -> list[Step]:
     if cfg.collapse_whitespace:
         steps.append(("whitespace", collapse_whitespace))
     return steps
-
-
-def _check(cfg: CleanConfig) -> None:
-    for flag, value in (("--clean-min-chars", cfg.min_chars), ("--clean-max-chars", cfg.max_chars)):
-        if value < 0:
-            raise TunesmithError(f"{flag} must be 0 (off) or positive, got {value}")
-    if cfg.min_chars and cfg.max_chars and cfg.min_chars > cfg.max_chars:
-        raise TunesmithError(
-            f"--clean-min-chars {cfg.min_chars} is above --clean-max-chars {cfg.max_chars}; no text could pass"
-        )
 
 
 def clean_text(text: str, cfg: CleanConfig) -> str:

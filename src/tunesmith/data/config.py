@@ -73,4 +73,8 @@ class DataConfig:
             self.dedup.validate()  # its threshold and n-grams also drive grouping and the leak check
         if self.augment.enabled:
             self.augment.validate()
+        if self.clean.enabled:
+            self.clean.validate()
+        if generative:
+            self.chat.validate()
         return self

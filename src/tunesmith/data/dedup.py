@@ -187,7 +187,7 @@ def _grouping(texts: pd.Series, cfg: DedupConfig, near: bool) -> tuple[Keys, np.
     return keys, row_groups(keys.row_key, search), search
 
 
-def _position_groups(row_group: np.ndarray) -> list[np.ndarray]:
+def position_groups(row_group: np.ndarray) -> list[np.ndarray]:
     """Row positions of every group with two or more rows, groups in order of their first row."""
     order = np.argsort(row_group, kind="stable")
     bounds = np.flatnonzero(np.diff(row_group[order])) + 1
@@ -197,7 +197,7 @@ def _position_groups(row_group: np.ndarray) -> list[np.ndarray]:
 
 def exact_groups(texts: pd.Series) -> list[list[Hashable]]:
     """Index labels of rows whose normalised texts are equal, for every such group of two or more."""
-    return [list(texts.index[g]) for g in _position_groups(text_keys(texts).row_key)]
+    return [list(texts.index[g]) for g in position_groups(text_keys(texts).row_key)]
 
 
 def near_groups(texts: pd.Series, cfg: DedupConfig) -> list[list[Hashable]]:
@@ -205,7 +205,7 @@ def near_groups(texts: pd.Series, cfg: DedupConfig) -> list[list[Hashable]]:
 
     Groups are connected components: A~B and B~C put A, B and C together even when A and C are further apart.
     """
-    return [list(texts.index[g]) for g in _position_groups(_grouping(texts, cfg, near=True)[1])]
+    return [list(texts.index[g]) for g in position_groups(_grouping(texts, cfg, near=True)[1])]
 
 
 def group_ids(texts: pd.Series, cfg: DedupConfig) -> pd.Series:
@@ -246,9 +246,10 @@ def row_words(rows: list[Hashable]) -> str:
     return f"row {rows[0]}" if len(rows) == 1 else f"rows {_row_list(rows)}"
 
 
-def _conflict(
+def group_conflict(
     positions: np.ndarray, index: pd.Index, labels: Sequence, row_key: np.ndarray, text: Callable[[int], str]
 ) -> Conflict | None:
+    """The conflict of one group (rows by position), or None when its rows agree or carry no label."""
     counts = Counter(labels[p] for p in positions if labels[p] is not None)
     if len(counts) < 2:
         return None
@@ -266,7 +267,7 @@ def find_conflicts(df: pd.DataFrame, groups: list[list[Hashable]]) -> list[Confl
         positions = df.index.get_indexer(group)
         if (positions < 0).any():
             raise TunesmithError(f"rows {list(np.asarray(group)[positions < 0])} of a group are not in the table")
-        conflict = _conflict(positions, df.index, labels, row_key, lambda p: str(texts.iloc[p]))
+        conflict = group_conflict(positions, df.index, labels, row_key, lambda p: str(texts.iloc[p]))
         if conflict:
             found.append(conflict)
     return found
@@ -300,10 +301,10 @@ def settle(
     rows' keys in `search`, `row_group` their duplicate groups, `names` says how a reason names rows."""
     removed: dict[int, tuple[str, Hashable | None]] = {}
     conflicts: list[Conflict] = []
-    groups = _position_groups(row_group)
+    groups = position_groups(row_group)
     for positions in groups:
         survivors, outvoted = list(positions), []
-        conflict = _conflict(positions, index, labels, row_key, text)
+        conflict = group_conflict(positions, index, labels, row_key, text)
         if conflict:
             conflicts.append(conflict)
             survivors, outvoted = _settle_conflict(conflict, cfg.conflicts, survivors, labels, index, removed, names)
@@ -321,7 +322,7 @@ def settle(
     keep = np.ones(len(index), dtype=bool)
     keep[list(removed)] = False
     near_count = sum(len(set(row_key[g].tolist())) > 1 for g in groups) if cfg.near else 0
-    return Settled(keep, removed, len(_position_groups(row_key)), near_count, conflicts)
+    return Settled(keep, removed, len(position_groups(row_key)), near_count, conflicts)
 
 
 def deduplicate(df: pd.DataFrame, cfg: DedupConfig) -> DedupResult:

@@ -32,7 +32,7 @@ from tunesmith.data.dedup import Leak, near_search, normalise_key, row_groups, s
 from tunesmith.data.io import write_table
 from tunesmith.data.near import NearSearch
 from tunesmith.data.split import holdout
-from tunesmith.data.stream import REMOVED_COLUMNS, Chunk, LabelledFile, Tally, removed_rows
+from tunesmith.data.stream import REMOVED_COLUMNS, Chunk, LabelCodes, LabelledFile, Tally, removed_rows
 from tunesmith.errors import TunesmithError
 from tunesmith.rows import plural_rows, row_name, row_names, with_label_cells
 
@@ -63,7 +63,8 @@ class _Part:
     source: LabelledFile
     rows: list[np.ndarray] = field(default_factory=list)  # the file's row number of every kept row
     hashes: list[np.ndarray] = field(default_factory=list)  # of its normalised text
-    labels: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)  # label codes
+    codes: LabelCodes = field(default_factory=LabelCodes)
     keys: list[pd.DataFrame] = field(default_factory=list)  # distinct (hash, key), for the near-duplicate search
     read: int = 0
     selected: int = 0
@@ -83,7 +84,7 @@ class _Part:
         hashes = pd.util.hash_pandas_object(keys, index=False).to_numpy()
         self.rows.append(kept.index.to_numpy(dtype=np.int64))
         self.hashes.append(hashes)
-        self.labels.append(kept["label"].to_numpy(dtype=object))
+        self.labels.append(self.codes.encode(kept["label"]))
         if keep_keys:
             self.keys.append(pd.DataFrame({"hash": hashes, "key": keys.to_numpy()}).drop_duplicates("hash"))
 
@@ -93,7 +94,7 @@ class _Arrays:
 
     def __init__(self, part: _Part, key: np.ndarray) -> None:
         self.rows = _join(part.rows, np.int64)
-        self.labels = _join(part.labels, object)
+        self.labels = part.codes.decode(_join(part.labels, np.int32))
         self.key = key
         self.keep = np.ones(len(self.rows), dtype=bool)
 
@@ -192,7 +193,12 @@ class Corpus:
         keys = pd.concat([k for p in parts for k in p.keys]).drop_duplicates("hash").set_index("hash")["key"]
         for part in parts:
             part.keys = []
-        return arrays, near_search(keys.reindex(uniques).tolist(), self.cfg.dedup)
+        if any(p.source.streamed for p in parts):
+            log.info(
+                "near-duplicate search over %d distinct texts, each held in memory once (--no-dedup-near skips it)",
+                len(uniques),
+            )
+        return arrays, near_search(keys.reindex(uniques).array, self.cfg.dedup)
 
     def _dedup(self, part: _Part, a: _Arrays, search: NearSearch | None, gone: dict[int, tuple[str, str]]) -> None:
         d = self.cfg.dedup

@@ -24,9 +24,9 @@ import pandas as pd
 
 from tunesmith.data.config import DataConfig
 from tunesmith.data.dataset import lookalikes_from_counts, merge_advice
-from tunesmith.data.dedup import near_search, normalise_key, row_groups, split_leaks
+from tunesmith.data.dedup import group_conflict, near_search, normalise_key, position_groups, row_groups, split_leaks
 from tunesmith.data.near import NearSearch
-from tunesmith.data.stream import EXAMPLES, Chunk, LabelledFile, Tally
+from tunesmith.data.stream import EXAMPLES, Chunk, LabelCodes, LabelledFile, Tally
 from tunesmith.rows import join_text, row_name, row_names
 
 _MOJIBAKE = re.compile(r"[ÃÂâ][\x80-\xbf€™œ]|锟斤拷|烫烫烫|\ufffd")
@@ -108,7 +108,8 @@ class FileProfile:
         self.tokens: list[np.ndarray] = []
         self.selected: list[np.ndarray] = []  # row numbers of the rows a run would read
         self.hashes: list[np.ndarray] = []
-        self.labels: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []  # label codes
+        self.codes = LabelCodes()
         self.keys: list[pd.DataFrame] = []
 
     @property
@@ -138,7 +139,7 @@ class FileProfile:
         self.selected.append(kept.index.to_numpy(dtype=np.int64))
         self.hashes.append(hashes)
         if "label" in kept:
-            self.labels.append(kept["label"].to_numpy(dtype=object))
+            self.labels.append(self.codes.encode(kept["label"]))
         if keep_keys:
             self.keys.append(pd.DataFrame({"hash": hashes, "key": keys.to_numpy()}).drop_duplicates("hash"))
 
@@ -149,7 +150,7 @@ class FileProfile:
         part: dict[str, Any] = {"path": path, "rows": self.rows, "columns": self.columns}
         if self.source.streamed:
             part["streamed"] = True
-        labels = np.concatenate(self.labels) if self.labels else None
+        labels = self.codes.decode(np.concatenate(self.labels)) if self.labels else None
         if labels is not None and len(self.cfg.label_columns) == 1:
             part["labels"] = self._labels(labels)
         part["text"] = self._text()
@@ -186,24 +187,22 @@ class FileProfile:
 
     def _duplicates(self, key: np.ndarray, labels: np.ndarray | None, search: NearSearch | None) -> dict[str, Any]:
         rows = np.concatenate(self.selected) if self.selected else np.zeros(0, dtype=np.int64)
-        exact = _groups(row_groups(key, None))
-        near = _groups(row_groups(key, search)) if search is not None else []
+        exact = position_groups(row_groups(key, None))
+        near = position_groups(row_groups(key, search)) if search is not None else []
         section: dict[str, Any] = {"exact": self._describe(exact, rows), "near": self._describe(near, rows)}
         if labels is not None:
-            conflicts = []
-            for group in near or exact:
-                counts = Counter(labels[p] for p in group.tolist() if not _missing(labels[p]))
-                if len(counts) > 1:
-                    conflicts.append((group, dict(counts.most_common())))
+            index = pd.Index(rows)
+            found = [group_conflict(g, index, labels, key, lambda _: "") for g in near or exact]
+            conflicts = [c for c in found if c is not None]
             section["conflicts"] = {
                 "count": len(conflicts),
                 "examples": [
                     {
-                        "rows": row_names(self.source.path, pd.Index(rows[group])),
-                        "labels": {str(k): v for k, v in counts.items()},
-                        "text": rows[group[0]],  # the row; its text is filled in by `_texts`
+                        "rows": row_names(self.source.path, pd.Index(c.rows)),
+                        "labels": {str(k): v for k, v in c.counts.items()},
+                        "text": c.rows[0],  # the first row; its text is filled in by `_fill_texts`
                     }
-                    for group, counts in conflicts[:EXAMPLES]
+                    for c in conflicts[:EXAMPLES]
                 ],
             }
         return section
@@ -217,17 +216,6 @@ class FileProfile:
                 for g in sorted(groups, key=len, reverse=True)[:EXAMPLES]
             ],
         }
-
-
-def _missing(value: object) -> bool:
-    return value is None or (np.ndim(value) == 0 and not isinstance(value, tuple) and pd.isna(value))
-
-
-def _groups(row_group: np.ndarray) -> list[np.ndarray]:
-    """Positions of every group of two or more rows, groups in order of their first row."""
-    order = np.argsort(row_group, kind="stable")
-    bounds = np.flatnonzero(np.diff(row_group[order])) + 1
-    return sorted((g for g in np.split(order, bounds) if len(g) > 1), key=lambda g: g[0])
 
 
 def inspect_data(cfg: Any, tokenizer: Any = None) -> dict[str, Any]:
@@ -256,7 +244,7 @@ def inspect_files(d: DataConfig, task: str, tokenizer: Any = None) -> dict[str, 
     search = None
     if near and len(uniques):
         keys = pd.concat([k for p in profiles.values() for k in p.keys]).drop_duplicates("hash").set_index("hash")
-        search = near_search(keys["key"].reindex(uniques).tolist(), d.dedup)
+        search = near_search(keys["key"].reindex(uniques).array, d.dedup)
     report: dict[str, Any] = {"files": {}}
     keys_of: dict[str, tuple[pd.Index, np.ndarray]] = {}
     start = 0

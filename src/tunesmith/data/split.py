@@ -17,6 +17,11 @@ from tunesmith.errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
 
+# StratifiedGroupKFold weighs every fold for every group in a Python loop: beyond these, whole groups
+# are drawn at random instead, which over thousands of groups is close to stratified anyway.
+_MAX_FOLDS = 20  # a held-out share under 5%
+_MAX_GROUPS = 5_000
+
 
 def holdout(
     df: pd.DataFrame, share: float, seed: int, name: str, stratify: bool, groups: pd.Series | None = None
@@ -24,7 +29,8 @@ def holdout(
     """Split off about `share` of the rows as `name`; returns (kept, held out). Indexes are preserved.
 
     Rows of a class too small to split stay on the kept side: a label seen only in a held-out split
-    cannot be learned, and stratification needs two rows per class.
+    cannot be learned, and stratification needs two rows per class. With `groups`, every group lands
+    on one side.
     """
     if stratify and "label" in df:
         counts = df["label"].astype(str).value_counts()
@@ -49,13 +55,49 @@ def holdout(
             f"pass --{name} FILE, or --no-group-split"
         )
     n_splits = max(2, round(1 / share))
-    if labels is not None and labels.value_counts().max() < n_splits and groups.nunique() == len(groups):
-        # Every group is one row, and a k-fold would need a class of k rows (9 rows a class at 10%): the
-        # plain stratified split holds out the same rows a grouped one could, and its exact size.
-        kept, held = train_test_split(df, test_size=n_out, random_state=seed, stratify=labels)
-        return kept, held
-    if labels is not None and groups.nunique() >= 2 * n_splits and labels.value_counts().max() >= n_splits:
-        # One fold of a stratified group k-fold is a held-out share that respects both constraints.
+    if labels is None or groups.nunique() < 2 * n_splits or _kfold_fits(labels, groups, n_splits):
+        kept, held = _grouped(df, share, seed, labels, groups)
+    else:
+        # A stratified group k-fold fits the data but not the machine (thousands of groups, or a share
+        # under 5%), or wants k rows in some class (9 rows a class at 10%): rows alone in their group are
+        # split as rows, exactly stratified, and only the groups of duplicates as whole groups.
+        alone = (groups.map(groups.value_counts()) == 1).to_numpy()
+        kept_alone, held_alone = _rows(df[alone], share, seed, stratify)
+        multi = df[~alone]
+        multi_labels = _stratify_labels(multi, stratify, max(1, round(len(multi) * share)))
+        kept_groups, held_groups = _grouped(multi, share, seed, multi_labels, groups[~alone])
+        kept, held = pd.concat([kept_alone, kept_groups]), pd.concat([held_alone, held_groups])
+    if held.empty or kept.empty:
+        raise TunesmithError(f"cannot form a {name} split: the near-duplicate groups are too few or too large")
+    return kept, held
+
+
+def _kfold_fits(labels: pd.Series, groups: pd.Series, n_splits: int) -> bool:
+    """Whether one fold of StratifiedGroupKFold can be the held-out share, in reasonable time."""
+    return (
+        n_splits <= _MAX_FOLDS
+        and 2 * n_splits <= groups.nunique() <= _MAX_GROUPS
+        and labels.value_counts().max() >= n_splits
+    )
+
+
+def _rows(df: pd.DataFrame, share: float, seed: int, stratify: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n_out = round(len(df) * share)
+    if n_out < 1 or len(df) - n_out < 1:
+        return df, df.iloc[:0]
+    labels = _stratify_labels(df, stratify, n_out)
+    kept, held = train_test_split(df, test_size=n_out, random_state=seed, stratify=labels)
+    return kept, held
+
+
+def _grouped(
+    df: pd.DataFrame, share: float, seed: int, labels: pd.Series | None, groups: pd.Series
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Whole groups held out: one fold of a stratified group k-fold when it fits, else a random share of groups."""
+    if groups.nunique() < 2:
+        return df, df.iloc[:0]
+    n_splits = max(2, round(1 / share))
+    if labels is not None and _kfold_fits(labels, groups, n_splits):
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         with warnings.catch_warnings():
             # Classes smaller than the fold count are expected here; they still land on one side or the other.
@@ -64,8 +106,6 @@ def holdout(
     else:
         splitter = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)
         keep_idx, held_idx = next(splitter.split(df, groups=groups))
-    if len(held_idx) == 0 or len(keep_idx) == 0:
-        raise TunesmithError(f"cannot form a {name} split: the near-duplicate groups are too few or too large")
     return df.iloc[keep_idx], df.iloc[held_idx]
 
 

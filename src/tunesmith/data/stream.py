@@ -14,6 +14,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tunesmith.data.config import DataConfig
@@ -162,3 +163,19 @@ class Tally:
         """Rows per label, most frequent first (ties: first seen first)."""
         counts = pd.Series(self.labels, dtype="int64")
         return counts.sort_values(ascending=False, kind="stable")
+
+
+class LabelCodes:
+    """Labels as small integers: a file of millions of rows keeps 4 bytes a row, not a string object."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[Hashable, int] = {}
+
+    def encode(self, labels: pd.Series) -> np.ndarray:
+        numbers = self.numbers
+        return np.fromiter((numbers.setdefault(v, len(numbers)) for v in labels.tolist()), np.int32, len(labels))
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        values = np.empty(len(self.numbers), dtype=object)
+        values[:] = list(self.numbers)
+        return values[codes]

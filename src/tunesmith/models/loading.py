@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -276,12 +277,21 @@ def trainable_summary(model: nn.Module) -> str:
     return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
 
 
-def load_trained(run_dir: Path, base_path: str, head: dict[str, Any], cfg: ModelConfig, method: str) -> nn.Module:
-    """The fine-tuned model of a run folder: a full model, or the base plus its peft adapter."""
+def load_trained(
+    run_dir: Path,
+    base_path: str,
+    head: dict[str, Any],
+    cfg: ModelConfig,
+    method: str,
+    loader: Callable[..., nn.Module] = load_classifier,
+) -> nn.Module:
+    """The fine-tuned model of a run folder: a full model, or the base plus its peft adapter.
+
+    `loader` is the task's (tasks.TaskInfo.loader): a sequence classifier unless the task says otherwise."""
     model_dir = run_dir / "model"
     if method not in PEFT_METHODS:
-        return load_classifier(str(model_dir), head, cfg, None)
-    return load_adapter(load_classifier(base_path, head, cfg, None), model_dir)
+        return loader(str(model_dir), head, cfg, None)
+    return load_adapter(loader(base_path, head, cfg, None), model_dir)
 
 
 def load_adapter(base: nn.Module, adapter_dir: Path) -> nn.Module:

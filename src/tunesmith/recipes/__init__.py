@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from tunesmith.config import RunConfig
@@ -32,10 +33,6 @@ def prepare(cfg: RunConfig) -> Any:
 
 
 def _recipes(cfg: RunConfig) -> tuple[Any, Any]:
-    if task_info(cfg.task).generative:
-        from tunesmith.recipes.generative import prepare_generative_data, train_generative
-
-        return train_generative, prepare_generative_data
-    from tunesmith.recipes.classifier import prepare_classifier_data, train_run
-
-    return train_run, prepare_classifier_data
+    """(train, prepare) of the recipe the task registry names for `cfg.task`."""
+    module = importlib.import_module(f"tunesmith.recipes.{task_info(cfg.task).recipe}")
+    return module.train, module.prepare

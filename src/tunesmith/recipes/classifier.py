@@ -22,19 +22,22 @@ from tunesmith.data.io import write_table
 from tunesmith.data.prepare import Prepared, prepare_data
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.baseline import score_baselines
-from tunesmith.models.loading import (
-    apply_method,
-    load_classifier,
-    load_tokenizer,
-    position_limit,
-    trainable_summary,
-)
+from tunesmith.evaluate.scores import predict_scores, score_evaluator
+from tunesmith.models.loading import apply_method, load_tokenizer, position_limit, trainable_summary
 from tunesmith.models.registry import resolve_model
 from tunesmith.rows import with_label_cells
-from tunesmith.run_folder import RunFolder, cached, fingerprint, plan_run_folder, save_json, save_model
+from tunesmith.run_folder import (
+    RunFolder,
+    cached,
+    fingerprint,
+    plan_run_folder,
+    run_inputs,
+    save_json,
+    save_model,
+)
 from tunesmith.tasks import build_task, task_info
-from tunesmith.tasks.base import Task, encode_texts, make_examples
-from tunesmith.train.loop import OnEvaluate, Trainer, predict_scores, score_evaluator
+from tunesmith.tasks.base import Task, encode_frame, encode_texts, targets_of
+from tunesmith.train.loop import OnEvaluate, Trainer
 from tunesmith.utils import is_main_process, pick_device, seed_everything
 
 log = logging.getLogger("tunesmith")
@@ -48,14 +51,19 @@ class ClassifierData:
     prepared: Prepared
     _ids: dict[tuple[str, int], list[list[list[int]]]] = field(default_factory=dict, repr=False)
 
-    def token_ids(self, tokenizer: Any, model: str, max_length: int) -> list[list[list[int]]]:
-        """Token ids of train, validation and test, tokenised once per (model, max length)."""
+    def examples(self, task: Task, tokenizer: Any, model: str, max_length: int) -> list[list[dict]]:
+        """Train, validation and test examples; token ids are computed once per (model, max length)."""
+        if hasattr(task, "encode"):  # labels that follow the tokens are made with them, every time
+            return [encode_frame(task, tokenizer, frame, max_length) for frame in self.frames()]
         key = (model, max_length)
         if key not in self._ids:
-            self._ids[key] = [encode_texts(tokenizer, frame["text"].tolist(), max_length) for frame in self._frames()]
-        return self._ids[key]
+            self._ids[key] = [encode_texts(tokenizer, frame["text"].tolist(), max_length) for frame in self.frames()]
+        return [
+            encode_frame(task, tokenizer, frame, max_length, ids)
+            for ids, frame in zip(self._ids[key], self.frames(), strict=True)
+        ]
 
-    def _frames(self) -> list[pd.DataFrame]:
+    def frames(self) -> list[pd.DataFrame]:
         s = self.prepared.splits
         return [s.train, s.validation, s.test]
 
@@ -83,11 +91,19 @@ def train_run(
 ) -> dict[str, Any]:
     """Train one classifier run into `cfg.output`; returns metrics.json's content. `cfg` is left as given."""
     cfg = cfg.resolved()
+    folder = plan_run_folder(cfg.output, overwrite, resume, run_inputs(cfg), save)
+    try:
+        return _train(cfg, folder, data, on_evaluate)
+    finally:
+        folder.release()
+
+
+def _train(
+    cfg: RunConfig, folder: RunFolder, data: ClassifierData | None, on_evaluate: OnEvaluate | None
+) -> dict[str, Any]:
     d = cfg.data
-    folder = plan_run_folder(cfg.output, overwrite, resume, [d.train, d.validation, d.test], save)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
-
     if data is None:
         data = prepare_classifier_data(cfg)
     elif data.source != _data_source(cfg):
@@ -98,13 +114,11 @@ def train_run(
 
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    model = load_classifier(model_path, task.model_kwargs(), cfg.model, tokenizer.pad_token_id)
+    info = task_info(cfg.task)
+    model = info.load()(model_path, task.model_kwargs(), cfg.model, tokenizer.pad_token_id)
     _cap_max_length(cfg, model)
-    collate = task_info(cfg.task).collate(tokenizer.pad_token_id)
-    train, validation, test = (
-        make_examples(ids, task.targets(frame))
-        for ids, frame in zip(data.token_ids(tokenizer, model_path, d.max_length), data._frames(), strict=True)
-    )
+    collate = info.collate(tokenizer.pad_token_id)
+    train, validation, test = data.examples(task, tokenizer, model_path, d.max_length)
     folder.create(cfg, fingerprint(cfg, task.state()))  # only now: bad data or a bad model never cost the old run
     _save_data_record(folder, data.prepared, task, cfg)
 
@@ -113,14 +127,23 @@ def train_run(
     log.info(trainable_summary(model))
     evaluate = score_evaluator(task, validation, collate, cfg.train.eval_batch_size, device)
     trainer = Trainer(
-        model, task, train, cfg.train, folder.work, device, collate, evaluate, on_evaluate, checkpoints=save != "none"
+        model,
+        task,
+        train,
+        cfg.train,
+        folder.work,
+        device,
+        collate,
+        evaluate,
+        on_evaluate,
+        checkpoints=folder.save != "none",
     )
     state = trainer.fit(resume=folder.resume)
 
     metrics = {**base, "finetuned": _final_scores(cfg, model, task, validation, test, collate, device, state)}
     if is_main_process():
         save_json(folder.work, "label_map.json", task.state())  # the tuned threshold, if any
-        if save != "none":
+        if folder.save != "none":
             save_model(model, tokenizer, folder.work / "model")
         _save_confusion(metrics, folder)
         save_json(folder.work, "metrics.json", metrics)
@@ -169,11 +192,11 @@ def _final_scores(
     the test split, which played no part in either choice, is scored as a user's predictions will be."""
     bs = cfg.train.eval_batch_size
     val_scores = predict_scores(model, task, validation, collate, bs, device)
-    val_targets = torch.stack([ex["labels"] for ex in validation]).numpy()
+    val_targets = targets_of(validation)
     validation_metrics = task.metrics(val_scores, val_targets)
     task.tune(val_scores, val_targets)
     test_scores = predict_scores(model, task, test, collate, bs, device)
-    test_targets = torch.stack([ex["labels"] for ex in test]).numpy()
+    test_targets = targets_of(test)
     return {
         "method": cfg.method.method,
         "best_step": state.best_step,
@@ -196,7 +219,7 @@ def _baselines(
     device: torch.device,
 ) -> dict[str, Any]:
     """Base-model scores, computed once per run folder (a resumed run reuses them)."""
-    if not cfg.eval.baseline:
+    if not cfg.eval.baseline or not hasattr(task, "probe"):
         return {}
     earlier = cached(folder.work, "baseline.json", folder.resume)
     if earlier is not None:
@@ -227,3 +250,8 @@ def _save_confusion(metrics: dict[str, Any], folder: RunFolder) -> None:
         frame = pd.DataFrame(cm["matrix"], index=cm["labels"], columns=cm["labels"])
         frame.index.name = "true \\ predicted"
         write_table(frame.reset_index(), folder.work / "confusion_matrix.csv")
+
+
+# The names every recipe module exports, which `tunesmith.recipes.train` and `.prepare` call.
+train = train_run
+prepare = prepare_classifier_data

@@ -22,7 +22,15 @@ from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.generative import LanguageModel, score
 from tunesmith.models.loading import apply_method, load_lm, load_tokenizer, position_limit, trainable_summary
 from tunesmith.models.registry import resolve_model
-from tunesmith.run_folder import RunFolder, cached, fingerprint, plan_run_folder, save_json, save_model
+from tunesmith.run_folder import (
+    RunFolder,
+    cached,
+    fingerprint,
+    plan_run_folder,
+    run_inputs,
+    save_json,
+    save_model,
+)
 from tunesmith.tasks import task_info
 from tunesmith.tasks.sft import pack, set_chat_template
 from tunesmith.train.loop import OnEvaluate, Trainer
@@ -75,8 +83,17 @@ def train_generative(
     """Train one sft/seq2seq run into `cfg.output`; returns metrics.json's content. `cfg` is left as given."""
     cfg = cfg.resolved()
     check_generative(cfg)
+    folder = plan_run_folder(cfg.output, overwrite, resume, run_inputs(cfg), save)
+    try:
+        return _train(cfg, folder, data, on_evaluate)
+    finally:
+        folder.release()
+
+
+def _train(
+    cfg: RunConfig, folder: RunFolder, data: GenerativeData | None, on_evaluate: OnEvaluate | None
+) -> dict[str, Any]:
     d = cfg.data
-    folder = plan_run_folder(cfg.output, overwrite, resume, [d.train, d.validation, d.test], save)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
     if data is None:
@@ -123,7 +140,7 @@ def train_generative(
         lm.collate,
         evaluate,
         on_evaluate,
-        checkpoints=save != "none",
+        checkpoints=folder.save != "none",
     )
     state = trainer.fit(resume=folder.resume)
     tuned = score(lm, test, gen_rows, cfg.train.eval_batch_size, cfg.eval.max_new_tokens)
@@ -140,7 +157,7 @@ def train_generative(
     }
     samples = _samples(gen_rows, base_scores["generations"], tuned["generations"])
     if is_main_process():
-        if save != "none":
+        if folder.save != "none":
             save_model(lm.model, tokenizer, folder.work / "model")
         atomic_write_jsonl(folder.work / "samples.jsonl", samples)
         save_json(folder.work, "metrics.json", metrics)
@@ -184,3 +201,8 @@ def _baseline(
     result = score(lm, test, gen_rows, cfg.train.eval_batch_size, cfg.eval.max_new_tokens)
     save_json(folder.work, "baseline.json", result)
     return result
+
+
+# The names every recipe module exports, which `tunesmith.recipes.train` and `.prepare` call.
+train = train_generative
+prepare = prepare_generative_data

@@ -15,14 +15,15 @@ from typing import Any
 
 from tunesmith.errors import TunesmithError
 
-SCORED = "scored"  # one fixed-size prediction per text (labels, a number); the classifier recipe
-GENERATIVE = "generative"  # text out; the generative recipe
+# The recipe (tunesmith.recipes.<name>) that trains a task: a prediction scored per text or token, or text out.
+CLASSIFIER = "classifier"
+GENERATIVE = "generative"
 
 
 @dataclass(frozen=True)
 class TaskInfo:
     name: str
-    kind: str  # SCORED or GENERATIVE: which recipe trains it
+    recipe: str  # CLASSIFIER or GENERATIVE: the recipe that trains it
     peft_task_type: str  # peft's TaskType for the task's model
     default_max_length: int
     task: str  # "module:Class" of the Task; built with the saved state of a run (label_map.json)
@@ -31,7 +32,7 @@ class TaskInfo:
 
     @property
     def generative(self) -> bool:
-        return self.kind == GENERATIVE
+        return self.recipe == GENERATIVE
 
     def build(self, **state: Any) -> Any:
         return _resolve(self.task)(**state)
@@ -48,40 +49,32 @@ def _resolve(ref: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-_CLASSIFIER = "tunesmith.models.loading:load_classifier"
-_COLLATOR = "tunesmith.tasks.base:Collator"
+def _scored(name: str, task: str) -> TaskInfo:
+    """A task predicting a fixed-size score per text with a sequence-classification head."""
+    return TaskInfo(
+        name,
+        CLASSIFIER,
+        "SEQ_CLS",
+        128,
+        task,
+        collator="tunesmith.tasks.base:Collator",
+        loader="tunesmith.models.loading:load_classifier",
+    )
+
+
+def _generative(name: str, task: str, collator: str, peft_task_type: str) -> TaskInfo:
+    return TaskInfo(name, GENERATIVE, peft_task_type, 1024, task, collator, "tunesmith.models.loading:load_lm")
+
 
 TASKS: dict[str, TaskInfo] = {
     info.name: info
     for info in (
-        TaskInfo(
-            "classification",
-            SCORED,
-            "SEQ_CLS",
-            128,
-            "tunesmith.tasks.classification:Classification",
-            _COLLATOR,
-            _CLASSIFIER,
-        ),
-        TaskInfo("regression", SCORED, "SEQ_CLS", 128, "tunesmith.tasks.regression:Regression", _COLLATOR, _CLASSIFIER),
-        TaskInfo("multilabel", SCORED, "SEQ_CLS", 128, "tunesmith.tasks.multilabel:Multilabel", _COLLATOR, _CLASSIFIER),
-        TaskInfo(
-            "sft",
-            GENERATIVE,
-            "CAUSAL_LM",
-            1024,
-            "tunesmith.tasks.sft:SFT",
-            "tunesmith.tasks.sft:LMCollator",
-            "tunesmith.models.loading:load_lm",
-        ),
-        TaskInfo(
-            "seq2seq",
-            GENERATIVE,
-            "SEQ_2_SEQ_LM",
-            1024,
-            "tunesmith.tasks.seq2seq:Seq2Seq",
-            "tunesmith.tasks.seq2seq:Seq2SeqCollator",
-            "tunesmith.models.loading:load_lm",
+        _scored("classification", "tunesmith.tasks.classification:Classification"),
+        _scored("regression", "tunesmith.tasks.regression:Regression"),
+        _scored("multilabel", "tunesmith.tasks.multilabel:Multilabel"),
+        _generative("sft", "tunesmith.tasks.sft:SFT", "tunesmith.tasks.sft:LMCollator", "CAUSAL_LM"),
+        _generative(
+            "seq2seq", "tunesmith.tasks.seq2seq:Seq2Seq", "tunesmith.tasks.seq2seq:Seq2SeqCollator", "SEQ_2_SEQ_LM"
         ),
     )
 }
@@ -125,8 +118,8 @@ def is_generative(name: str) -> bool:
 
 
 __all__ = [
+    "CLASSIFIER",
     "GENERATIVE",
-    "SCORED",
     "TASKS",
     "TASK_NAMES",
     "TaskInfo",

@@ -13,7 +13,13 @@ Batch = dict[str, torch.Tensor]
 
 
 class Task(Protocol):
-    """The one place that knows what a row means. The loop only calls `loss` and `scores`."""
+    """The one place that knows what a row means. The loop only calls `loss` and `scores`.
+
+    Optional: `encode(tokenizer, frame, max_length) -> examples` for labels that follow the tokens (a tagger);
+    without it, a row's label is `targets(frame)`'s row. `probe` is what the linear-probe baseline fits;
+    a task without one gets no baseline. Scores and targets may be one fixed-size row per text or, for
+    token-level tasks, one row per real token (see `rows_of`).
+    """
 
     name: str
     metric: str  # default validation metric that picks the best checkpoint
@@ -68,3 +74,38 @@ def make_examples(input_ids: list[list[int]], targets: torch.Tensor | None) -> l
     if targets is None:
         return [{"input_ids": ids} for ids in input_ids]
     return [{"input_ids": ids, "labels": t} for ids, t in zip(input_ids, targets, strict=True)]
+
+
+def rows_of(scores: np.ndarray, attention_mask: torch.Tensor) -> list[np.ndarray]:
+    """A batch's scores, one item per text; token-level scores (batch, length, ...) keep each text's real tokens."""
+    if scores.ndim < 3:
+        return list(scores)
+    lengths = attention_mask.sum(dim=1).tolist()
+    return [row[:n] for row, n in zip(scores, lengths, strict=True)]
+
+
+def stack_rows(rows: list[Any]) -> np.ndarray:
+    """One array when every row has one shape; else (token-level rows of many lengths) an array of arrays."""
+    arrays = [np.asarray(r) for r in rows]
+    if len({a.shape for a in arrays}) <= 1:
+        return np.stack(arrays) if arrays else np.empty(0)
+    out = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
+
+
+def targets_of(examples: list[dict[str, Any]]) -> np.ndarray:
+    return stack_rows([ex["labels"].numpy() for ex in examples])
+
+
+def encode_frame(
+    task: Task, tokenizer: Any, frame: pd.DataFrame, max_length: int, ids: list[list[int]] | None = None
+) -> list[dict[str, Any]]:
+    """Labelled examples of a frame: the task's own `encode` when its labels follow the tokens, else token ids
+    (`ids` when already computed) with one `targets` row per text."""
+    if hasattr(task, "encode"):
+        return task.encode(tokenizer, frame, max_length)
+    if ids is None:
+        ids = encode_texts(tokenizer, frame["text"].tolist(), max_length)
+    return make_examples(ids, task.targets(frame))

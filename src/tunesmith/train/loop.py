@@ -29,7 +29,7 @@ from transformers import get_scheduler
 
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.metrics import LOWER_IS_BETTER
-from tunesmith.tasks.base import Collator, Task
+from tunesmith.tasks.base import Task
 from tunesmith.train.checkpoint import (
     copy_weights,
     load_checkpoint,
@@ -114,49 +114,6 @@ class RunLog:
         if is_main_process():
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-@torch.inference_mode()
-def predict_scores(
-    model: nn.Module,
-    task: Task,
-    examples: list[dict],
-    collate: Collator,
-    batch_size: int,
-    device: torch.device,
-    precision: str = "fp32",
-) -> np.ndarray:
-    """Task scores for every example, in input order; batches are length-sorted to cut padding."""
-    model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
-    chunks = []
-    for start in range(0, len(order), batch_size):
-        batch = collate([examples[i] for i in order[start : start + batch_size]])
-        with autocast(device, precision):
-            logits = model(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits
-        chunks.append(task.scores(logits))
-    scores = np.concatenate(chunks)
-    out = np.empty_like(scores)
-    out[order] = scores
-    return out
-
-
-def score_evaluator(
-    task: Task, examples: list[dict], collate: Collator, batch_size: int, device: torch.device
-) -> Callable[[nn.Module], dict[str, Any]]:
-    """Validation for tasks that score examples (classification, regression, multilabel).
-
-    Always in fp32, whatever the training precision: the best checkpoint is then chosen on the scores
-    `predict` and the final report give, not on autocast's slightly different ones.
-    """
-    targets = torch.stack([ex["labels"] for ex in examples]).numpy()
-
-    def evaluate(model: nn.Module) -> dict[str, Any]:
-        return task.metrics(predict_scores(model, task, examples, collate, batch_size, device), targets)
-
-    return evaluate
 
 
 # Called after each evaluation with the step and the validation metrics; returning True stops the run
@@ -324,6 +281,9 @@ class Trainer:
 
     def _evaluate(self, state: LoopState, log: RunLog) -> None:
         metrics = self.evaluate(self.model)
+        if self.metric not in metrics:
+            numbers = ", ".join(k for k, v in metrics.items() if isinstance(v, float))
+            raise TunesmithError(f"--metric {self.metric!r} is not one the {self.task.name} task reports ({numbers})")
         value = metrics[self.metric]
         sign = -1 if self.metric in LOWER_IS_BETTER else 1
         # A NaN (e.g. Spearman of constant predictions) never counts as an improvement.
