@@ -160,7 +160,7 @@ def predict_file(
     data_cfg = run.cfg.data
     if text_columns:
         data_cfg = dataclasses.replace(data_cfg, text_columns=text_columns)
-    out = read_table(input_path, encoding=data_cfg.encoding, parsed=data_cfg.text_columns)
+    out = read_table(input_path, encoding=data_cfg.encoding, parsed=())  # every cell exactly as written
     frame = select_rows(out, input_path, data_cfg, multilabel=False, need_labels=False)  # same index as `out`
     described = run.task.describe(run.scores(frame["text"].tolist()))
     for name, values in _prediction_columns(described, run.cfg.data.label_separator).items():

@@ -7,12 +7,11 @@ earlier prepare (folds.json, say) never survive beside new splits they no longer
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import RunConfig, from_dict, merge, to_dict
+from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.outputs import check_output_file, staged_output
 from tunesmith.tasks import task_info
@@ -90,43 +89,8 @@ def _prepare_conversations(cfg: RunConfig, work: Path, out: Path) -> str:
 
 
 def _prepare_table(cfg: RunConfig, work: Path, out: Path) -> str:
-    from tunesmith.data.report import inspect_data, write_report
-    from tunesmith.data.stream import is_large
+    from tunesmith.data.prepare import prepare_files
 
-    if is_large(cfg.data.train):
-        from tunesmith.data.prepare_stream import prepare_stream
-
-        sizes = prepare_stream(cfg, work)["rows"]
-        return (
-            f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']} (streamed; "
-            f"see manifest.json and removed.csv)"
-        )
-    from tunesmith.data.prepare import prepare_data, write_prepared
-
-    prepared = prepare_data(cfg.data, cfg.task, cfg.train.seed, with_folds=True)
-    paths = write_prepared(prepared, work, cfg.data.label_separator)
-    written = {"train": "train.csv", "validation": "validation.csv", "test": "test.csv"}
-    report_cfg = from_dict(
-        merge(
-            to_dict(cfg),
-            {
-                "data": {
-                    **{name: str(work / file) for name, file in written.items()},
-                    "text_columns": ["text"],
-                    "label_columns": ["label"],
-                }
-            },
-        )
-    )
-    # The report names the files where they will be, not in the folder they are written to first.
-    report = json.loads(
-        json.dumps(inspect_data(report_cfg, _tokenizer_for(cfg)), ensure_ascii=False).replace(str(work), str(out))
-    )
-    write_report(report, work / "report.html")
-    write_report(report, work / "report.json")
-    sizes = prepared.manifest()["rows"]
-    names = ", ".join(str(out / p.name) for p in [*paths, work / "report.html", work / "report.json"])
-    return (
-        f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}, "
-        f"removed {len(prepared.removed)} rows (see removed.csv)\nwrote {names}"
-    )
+    # Any size of file, one path: the split of a file never depends on how big it is.
+    summary = prepare_files(cfg.data, cfg.task, cfg.train.seed, work, _tokenizer_for(cfg), shown_as=out)
+    return summary.text(out)

@@ -556,7 +556,7 @@ def _write_report(cfg: DataConfig, task: str, folder: Path, tokenizer: Any, show
         label_map=[],
     )
     report = inspect_files(written, task, tokenizer)
-    report = json.loads(json.dumps(report).replace(str(folder), str(shown_as)))
+    report = json.loads(json.dumps(report, ensure_ascii=False).replace(str(folder), str(shown_as)))
     write_report(report, folder / "report.html")
     write_report(report, folder / "report.json")
     return ["report.html", "report.json"]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ class ClassifierData:
 
     source: dict[str, Any]  # what it was prepared from; a run given other data settings refuses it
     prepared: Prepared
-    _ids: dict[tuple[str, int], list[list[list[int]]]] = field(default_factory=dict, repr=False)
+    _ids: dict[tuple[str, int], list[list[np.ndarray]]] = field(default_factory=dict, repr=False)
 
     def examples(self, task: Task, tokenizer: Any, model: str, max_length: int) -> list[list[dict]]:
         """Train, validation and test examples; token ids are computed once per (model, max length)."""
