@@ -7,7 +7,6 @@ and may stop the run, and `save="none"` keeps a search trial to its metrics.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,18 +20,16 @@ from torch import nn
 from tunesmith.config import RunConfig
 from tunesmith.data.io import write_table
 from tunesmith.data.prepare import Prepared, prepare_data
-from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.baseline import score_baselines
 from tunesmith.evaluate.scores import predict_scores, score_evaluator
 from tunesmith.models.loading import apply_method, load_tokenizer, position_limit, trainable_summary
 from tunesmith.models.registry import resolve_model
+from tunesmith.recipes.common import data_source, in_run_folder, prepared_for
 from tunesmith.rows import with_label_cells
 from tunesmith.run_folder import (
     RunFolder,
     cached,
     fingerprint,
-    plan_run_folder,
-    run_inputs,
     save_json,
     save_model,
 )
@@ -69,16 +66,10 @@ class ClassifierData:
         return [s.train, s.validation, s.test]
 
 
-def _data_source(cfg: RunConfig) -> dict[str, Any]:
-    data = dataclasses.asdict(cfg.data)
-    data.pop("max_length")  # tokenisation is cached per length; the rows do not depend on it
-    return {"task": cfg.task, "seed": cfg.train.seed, "data": data}
-
-
 def prepare_classifier_data(cfg: RunConfig) -> ClassifierData:
     """Read, clean, deduplicate and split once; pass the result to `train_run(..., data=)` as often as needed."""
     cfg.validate_data()
-    return ClassifierData(_data_source(cfg), prepare_data(cfg.data, cfg.task, cfg.train.seed))
+    return ClassifierData(data_source(cfg), prepare_data(cfg.data, cfg.task, cfg.train.seed))
 
 
 def train_run(
@@ -92,11 +83,7 @@ def train_run(
 ) -> dict[str, Any]:
     """Train one classifier run into `cfg.output`; returns metrics.json's content. `cfg` is left as given."""
     cfg = cfg.resolved()
-    folder = plan_run_folder(cfg.output, overwrite, resume, run_inputs(cfg), save)
-    try:
-        return _train(cfg, folder, data, on_evaluate)
-    finally:
-        folder.release()
+    return in_run_folder(cfg, overwrite, resume, save, lambda folder: _train(cfg, folder, data, on_evaluate))
 
 
 def _train(
@@ -105,10 +92,7 @@ def _train(
     d = cfg.data
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
-    if data is None:
-        data = prepare_classifier_data(cfg)
-    elif data.source != _data_source(cfg):
-        raise TunesmithError("the prepared data was made with other data settings; prepare it again for this config")
+    data = prepared_for(cfg, data, prepare_classifier_data)
     splits = data.prepared.splits
     task = _fit_task(cfg, splits)
     log.info("rows: train %d, validation %d, test %d", len(splits.train), len(splits.validation), len(splits.test))

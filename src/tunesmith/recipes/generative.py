@@ -8,7 +8,6 @@ evaluation to `on_evaluate`, and writes only metrics with `save="none"`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +21,11 @@ from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.generative import LanguageModel, score
 from tunesmith.models.loading import apply_method, load_lm, load_tokenizer, position_limit, trainable_summary
 from tunesmith.models.registry import resolve_model
+from tunesmith.recipes.common import data_source, in_run_folder, prepared_for
 from tunesmith.run_folder import (
     RunFolder,
     cached,
     fingerprint,
-    plan_run_folder,
-    run_inputs,
     save_json,
     save_model,
 )
@@ -51,16 +49,10 @@ class GenerativeData:
     removed: list[dict[str, Any]]
 
 
-def _data_source(cfg: RunConfig) -> dict[str, Any]:
-    data = dataclasses.asdict(cfg.data)
-    data.pop("max_length")
-    return {"task": cfg.task, "seed": cfg.train.seed, "data": data}
-
-
 def prepare_generative_data(cfg: RunConfig) -> GenerativeData:
     cfg.validate_data()
     splits, manifest, removed = load_splits(cfg.data, cfg.train.seed)
-    return GenerativeData(_data_source(cfg), splits, manifest, removed)
+    return GenerativeData(data_source(cfg), splits, manifest, removed)
 
 
 def check_generative(cfg: RunConfig) -> None:
@@ -83,11 +75,7 @@ def train_generative(
     """Train one sft/seq2seq run into `cfg.output`; returns metrics.json's content. `cfg` is left as given."""
     cfg = cfg.resolved()
     check_generative(cfg)
-    folder = plan_run_folder(cfg.output, overwrite, resume, run_inputs(cfg), save)
-    try:
-        return _train(cfg, folder, data, on_evaluate)
-    finally:
-        folder.release()
+    return in_run_folder(cfg, overwrite, resume, save, lambda folder: _train(cfg, folder, data, on_evaluate))
 
 
 def _train(
@@ -96,10 +84,7 @@ def _train(
     d = cfg.data
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
-    if data is None:
-        data = prepare_generative_data(cfg)
-    elif data.source != _data_source(cfg):
-        raise TunesmithError("the prepared data was made with other data settings; prepare it again for this config")
+    data = prepared_for(cfg, data, prepare_generative_data)
     splits = data.splits
     log.info("conversations: train %d, validation %d, test %d", *data.manifest["rows"].values())
 
