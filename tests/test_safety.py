@@ -520,3 +520,21 @@ def test_a_chinese_output_folder_gets_a_report_naming_its_own_files(
     assert cli("data", "prepare", "--train", "intents.csv", "--output", "准备", "--model", tiny_model).code == 0
     report = (tmp_path / "准备" / "report.json").read_text(encoding="utf-8")
     assert ".new-" not in report and "准备" in report
+
+
+def test_near_duplicate_search_past_its_memory_limit_is_one_line_not_an_out_of_memory_kill(
+    cli: Callable[..., Result], tiny_model: str, tmp_path: Path
+) -> None:
+    """A 1 GB file of 2.4 million distinct texts peaked at 9.3 GB in near-duplicate search (bench/large_file.py)."""
+    write_intents(tmp_path / "intents.csv", per_class=30)
+    limit = ["--dedup-near-max-texts", "5"]
+    one_error_line(
+        cli("data", "prepare", "--train", "intents.csv", "--output", "p", "--model", tiny_model, *limit),
+        "--dedup-near-max-texts 5",
+        "--no-dedup-near",
+    )
+    one_error_line(cli(*train_args(tiny_model, "intents.csv", "run", *limit, *FAST)), "--no-dedup-near")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "run").exists()
+    assert cli(*train_args(tiny_model, "intents.csv", "run", *limit, "--no-dedup-near", *FAST)).code == 0
+    inspected = cli("data", "inspect", "intents.csv", "--model", tiny_model, *limit)
+    assert inspected.code == 0 and "over --dedup-near-max-texts 5" in inspected.out

@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="label texts with a trained run")
     predict.add_argument("run", help="run folder written by `tunesmith train`")
-    predict.add_argument("--text", action="append", help="a text to label; repeat for several")
-    predict.add_argument("--input", help="file of texts (csv, tsv, json, jsonl, parquet)")
+    texts = predict.add_mutually_exclusive_group(required=True)
+    texts.add_argument("--text", action="append", help="a text to label; repeat for several")
+    texts.add_argument("--input", help="file of texts (csv, tsv, json, jsonl, parquet); needs --output")
     predict.add_argument("--output", help="where --input's predictions go (same formats); never the input itself")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     predict.add_argument("--text-column", action="append", help="text column(s) of --input; default: the run's")
@@ -155,12 +156,10 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tunesmith import recipes
-    from tunesmith.run_folder import resumed_config
+    from tunesmith.run_folder import train_config
     from tunesmith.summaries import summary
 
-    flags = flag_values(args)
-    base = resumed_config(flags.get("output")) if args.resume else None
-    cfg = build_config(args.config, flags, TRAIN, base)
+    cfg = train_config(args.config, flag_values(args), args.resume)
     metrics = recipes.train(cfg, overwrite=args.overwrite, resume=args.resume, save=args.save)
     print(summary(metrics))
     print(f"run folder: {cfg.output}")
@@ -191,8 +190,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tunesmith.inference import load_run, predict_file, predict_texts
 
-    if bool(args.text) == bool(args.input):
-        raise TunesmithError("give either --text (repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
         raise TunesmithError("--input needs --output FILE for the predictions")
     run = load_run(args.run, args.device, args.trust_remote_code)

@@ -23,7 +23,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from torch import nn
 
-from tunesmith.config import COMMAND_FLAGS, RunConfig, from_dict, load_yaml, save_yaml
+from tunesmith.config import COMMAND_FLAGS, TRAIN, RunConfig, build_config, from_dict, load_yaml, save_yaml
 from tunesmith.errors import TunesmithError
 from tunesmith.outputs import (
     check_inputs_outside,
@@ -288,6 +288,13 @@ def resumed_config(output: str | None) -> dict[str, Any]:
     for name in COMMAND_FLAGS:
         raw.pop(name, None)  # runs saved before these became command flags
     return raw
+
+
+def train_config(config_file: str | None, flags: dict[str, Any], resume: bool) -> RunConfig:
+    """What `train` runs: a resume starts from the saved config of the run it continues; a config file and
+    the flags go over it (and the fingerprint then refuses a change that would replay the wrong batches)."""
+    base = resumed_config(flags.get("output")) if resume else None
+    return build_config(config_file, flags, TRAIN, base)
 
 
 def run_inputs(cfg: RunConfig) -> list[str | None]:

@@ -58,6 +58,12 @@ class DedupConfig:
         choices=CONFLICTS,
     )
     seed: int = option(1, "MinHash seed; the same seed gives the same groups", flag="dedup-seed")
+    near_max_texts: int = option(
+        1_000_000,
+        "most distinct texts near-duplicate search takes on; it holds about 4 KB per text, so above this "
+        "prepare and train stop and ask for --no-dedup-near or a higher limit, and inspect leaves it out",
+        flag="dedup-near-max-texts",
+    )
 
     def validate(self) -> DedupConfig:
         if self.keep not in KEEP:
@@ -70,7 +76,12 @@ class DedupConfig:
             raise TunesmithError(f"--dedup-ngram must be at least 1, got {self.ngram}")
         if self.num_perm < 16:
             raise TunesmithError(f"--dedup-num-perm must be at least 16, got {self.num_perm}")
+        if self.near_max_texts < 1:
+            raise TunesmithError(f"--dedup-near-max-texts must be at least 1, got {self.near_max_texts}")
         return self
+
+    def near_fits(self, distinct: int) -> bool:
+        return distinct <= self.near_max_texts
 
 
 @dataclass
@@ -167,8 +178,23 @@ def text_keys(texts: pd.Series) -> Keys:
     return Keys(pd.Index(uniques), np.asarray(codes))
 
 
+# Peak memory of near-duplicate search per distinct text, measured by bench/large_file.py (9.3 GB at
+# 2.39 million distinct texts, 0.8 GB of it the libraries and the tokenizer).
+NEAR_BYTES_PER_TEXT = 3_600
+
+
+def check_near_fits(distinct: int, cfg: DedupConfig) -> None:
+    if not cfg.near_fits(distinct):
+        raise TunesmithError(
+            f"near-duplicate search over {distinct:,} distinct texts would need about "
+            f"{distinct * NEAR_BYTES_PER_TEXT / 1024**3:.1f} GB of memory (--dedup-near-max-texts "
+            f"{cfg.near_max_texts:,}); pass --no-dedup-near to find exact duplicates only, or raise the limit"
+        )
+
+
 def near_search(keys: Sequence[str], cfg: DedupConfig) -> NearSearch:
     cfg.validate()
+    check_near_fits(len(keys), cfg)
     return NearSearch(keys, cfg.threshold, cfg.ngram, cfg.num_perm, cfg.seed)
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from tunesmith.data.config import DataConfig
 from tunesmith.data.dataset import Splits
-from tunesmith.data.dedup import Leak, near_search, normalise_key, row_groups, settle, split_leaks
+from tunesmith.data.dedup import Leak, check_near_fits, near_search, normalise_key, row_groups, settle, split_leaks
 from tunesmith.data.io import write_table
 from tunesmith.data.near import NearSearch
 from tunesmith.data.split import holdout
@@ -145,6 +145,14 @@ class Corpus:
 
     def add(self, source: LabelledFile, chunk: Chunk) -> None:
         self.parts.setdefault(source.name, _Part(source)).add(chunk, self.near)
+        self._check_near_fits()
+
+    def _check_near_fits(self) -> None:
+        """Stop as soon as near-duplicate search is sure to exceed its limit, not after a whole first pass."""
+        hashes = [h for p in self.parts.values() for h in p.hashes]
+        if not self.near or sum(len(h) for h in hashes) <= self.cfg.dedup.near_max_texts:
+            return
+        check_near_fits(len(pd.unique(np.concatenate(hashes))), self.cfg.dedup)
 
     def finish(self) -> Plan:
         parts = [self.parts[name] for name in SPLITS if name in self.parts]

@@ -262,7 +262,8 @@ def inspect_files(d: DataConfig, task: str, tokenizer: Any = None) -> dict[str, 
     hashes = np.concatenate([h for p in profiles.values() for h in p.hashes] or [np.zeros(0, dtype=np.uint64)])
     codes, uniques = pd.factorize(hashes, sort=False)
     search = None
-    if near and len(uniques):
+    too_many = near and not d.dedup.near_fits(len(uniques))  # a report leaves it out rather than fail
+    if near and len(uniques) and not too_many:
         keys = pd.concat([k for p in profiles.values() for k in p.keys]).drop_duplicates("hash").set_index("hash")
         search = near_search(keys["key"].reindex(uniques).array, d.dedup)
     report: dict[str, Any] = {"files": {}}
@@ -273,6 +274,10 @@ def inspect_files(d: DataConfig, task: str, tokenizer: Any = None) -> dict[str, 
         key = np.asarray(codes[start : start + size], dtype=np.int64)
         start += size
         report["files"][name] = profile.finish(key, search)
+        if too_many:
+            report["files"][name]["duplicates"]["near"]["skipped"] = (
+                f"left out: {len(uniques):,} distinct texts are over --dedup-near-max-texts {d.dedup.near_max_texts:,}"
+            )
         keys_of[name] = (pd.Index(np.concatenate(profile.selected)), key)
     if len(profiles) > 1:
         report["leaks"] = _leaks(profiles, keys_of, search)
