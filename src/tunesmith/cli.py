@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="label texts with a trained run")
     predict.add_argument("run", help="run folder written by `tunesmith train`")
-    texts = predict.add_mutually_exclusive_group(required=True)
+    texts = predict.add_mutually_exclusive_group()
     texts.add_argument("--text", action="append", help="a text to label; repeat for several")
     texts.add_argument("--input", help="file of texts (csv, tsv, json, jsonl, parquet); needs --output")
     predict.add_argument("--output", help="where --input's predictions go (same formats); never the input itself")
@@ -190,6 +190,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tunesmith.inference import load_run, predict_file, predict_texts
 
+    if not args.text and not args.input:
+        raise TunesmithError("give --text TEXT (repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
         raise TunesmithError("--input needs --output FILE for the predictions")
     run = load_run(args.run, args.device, args.trust_remote_code)
