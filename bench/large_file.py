@@ -82,7 +82,7 @@ def main() -> None:
         ("data inspect", ["data", "inspect", str(big), *model], ["data", "inspect", str(small), *model]),
         (
             "data prepare",
-            ["data", "prepare", "--train", str(big), "--output", str(work / "prepared"), "--no-dedup-near"],
+            ["data", "prepare", "--train", str(big), "--output", str(work / "prepared"), "--no-dedup-near", *model],
             ["data", "prepare", "--train", str(small), "--output", str(work / "prepared-small"), *model],
         ),
     ]
@@ -91,7 +91,7 @@ def main() -> None:
         runs.append(
             (
                 "prepare, near",
-                ["data", "prepare", "--train", str(big), "--output", str(work / "prepared-near"), *near],
+                ["data", "prepare", "--train", str(big), "--output", str(work / "prepared-near"), *near, *model],
                 ["data", "prepare", "--train", str(small), "--output", str(work / "prepared-small-near"), *model],
             )
         )

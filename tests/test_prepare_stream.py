@@ -192,3 +192,21 @@ def test_prepared_files_with_folds_and_augmentation_index_the_written_train_file
     assert summary.manifest["rows"]["train"] == len(train)
     folds = json.loads((tmp_path / "out" / "folds.json").read_text())
     assert sorted(i for fold in folds for i in fold["validation"]) == list(range(len(train)))
+
+
+def test_the_report_of_a_prepare_read_in_chunks_samples_token_lengths(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: str
+) -> None:
+    """A bug tokenised every row of the prepared splits of a 1 GB file for the report: 36% of `data prepare`."""
+    from transformers import AutoTokenizer
+
+    from tunesmith.data import report
+
+    monkeypatch.setattr(stream, "is_large", lambda path: Path(path).name == data.name)  # the input alone is large
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 50)
+    monkeypatch.setattr(report, "TOKEN_SAMPLE", 5)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    prepare_files(_cfg(data), "classification", 0, tmp_path / "out", tokenizer)
+    part = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["files"]["train"]
+    assert part["streamed"] is True
+    assert 0 < part["text"]["tokens"]["sampled_rows"] < part["rows"]

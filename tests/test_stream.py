@@ -107,3 +107,29 @@ def test_a_chunked_file_of_blank_lines_is_one_clear_error(tmp_path: Path) -> Non
     path.write_text("\n\n\n", encoding="utf-8")
     with pytest.raises(TunesmithError, match="no header or data rows"):
         list(iter_table(path))
+
+
+def test_a_report_past_the_near_duplicate_limit_stops_holding_texts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug held every distinct text of a 1 GB file for near-duplicate search it then left out (4 GB)."""
+    from tunesmith.data.report import FileProfile
+
+    path = tmp_path / "d.csv"
+    pd.DataFrame(ROWS, columns=["text", "label"]).to_csv(path, index=False)
+    chunked(monkeypatch, 2)
+    held: list[tuple[bool, int]] = []
+    add = FileProfile.add
+
+    def spy(self: FileProfile, chunk: stream.Chunk, keep_keys: bool) -> None:
+        held.append((keep_keys, len(self.keys)))
+        add(self, chunk, keep_keys)
+
+    monkeypatch.setattr(FileProfile, "add", spy)
+    cfg = _cfg(path)
+    cfg.data.dedup.near_max_texts = 4
+    report = inspect_data(cfg)
+    assert "over --dedup-near-max-texts 4" in report["files"]["train"]["duplicates"]["near"]["skipped"]
+    assert held[0] == (True, 0) and held[-1] == (False, 0)
+    first_off = [keep for keep, _ in held].index(False)
+    assert all(not keep and count == 0 for keep, count in held[first_off:])

@@ -183,6 +183,15 @@ def text_keys(texts: pd.Series) -> Keys:
 NEAR_BYTES_PER_TEXT = 3_600
 
 
+def distinct_over_limit(hashes: Sequence[np.ndarray], cfg: DedupConfig) -> int:
+    """How many distinct texts `hashes` hold when that is over --dedup-near-max-texts, else 0. Counted only
+    once there are more rows than the limit, so a caller may ask after every chunk."""
+    if sum(len(h) for h in hashes) <= cfg.near_max_texts:
+        return 0
+    distinct = len(pd.unique(np.concatenate(hashes)))
+    return 0 if cfg.near_fits(distinct) else distinct
+
+
 def check_near_fits(distinct: int, cfg: DedupConfig) -> None:
     if not cfg.near_fits(distinct):
         raise TunesmithError(
@@ -411,18 +420,19 @@ def _drop_duplicates(
     names: Callable[[list[Hashable]], str],
 ) -> None:
     name = names([index[kept]])
+    exact = (f"exact duplicate of {name}", index[kept])  # shared by the group: a big file has millions of them
     for p in positions:
         if p == kept:
             continue
         if row_key[p] == row_key[kept] or search is None:
-            reason = f"exact duplicate of {name}"
+            reason = exact[0]
         else:
             # Measured against the kept row itself, which a chain of near duplicates may leave below the threshold.
             similarity = search.similarity(int(row_key[p]), int(row_key[kept]))
             reason = f"near duplicate of {name} (jaccard {similarity:.2f})"
         if None not in (labels[p], labels[kept]) and labels[p] != labels[kept]:
             reason += f"; its label {labels[p]!r} differs from {labels[kept]!r}"
-        removed[p] = (reason, index[kept])
+        removed[p] = exact if reason is exact[0] else (reason, index[kept])
 
 
 # --- Leaks between splits -----------------------------------------------------------------------

@@ -28,7 +28,16 @@ import pandas as pd
 
 from tunesmith.data.config import DataConfig
 from tunesmith.data.dataset import Splits
-from tunesmith.data.dedup import Leak, check_near_fits, near_search, normalise_key, row_groups, settle, split_leaks
+from tunesmith.data.dedup import (
+    Leak,
+    check_near_fits,
+    distinct_over_limit,
+    near_search,
+    normalise_key,
+    row_groups,
+    settle,
+    split_leaks,
+)
 from tunesmith.data.io import write_table
 from tunesmith.data.near import NearSearch
 from tunesmith.data.split import holdout
@@ -150,9 +159,8 @@ class Corpus:
     def _check_near_fits(self) -> None:
         """Stop as soon as near-duplicate search is sure to exceed its limit, not after a whole first pass."""
         hashes = [h for p in self.parts.values() for h in p.hashes]
-        if not self.near or sum(len(h) for h in hashes) <= self.cfg.dedup.near_max_texts:
-            return
-        check_near_fits(len(pd.unique(np.concatenate(hashes))), self.cfg.dedup)
+        if self.near and (distinct := distinct_over_limit(hashes, self.cfg.dedup)):
+            check_near_fits(distinct, self.cfg.dedup)
 
     def finish(self) -> Plan:
         parts = [self.parts[name] for name in SPLITS if name in self.parts]
@@ -216,8 +224,9 @@ class Corpus:
             pd.Index(a.rows), a.key, row_groups(a.key, near), a.labels, d, near, lambda _: "", partial(_names, path)
         )
         a.keep = settled.keep
+        shared: dict[str, tuple[str, str]] = {}  # one tuple per reason: a group's duplicates share theirs
         for position, (reason, _) in settled.removed.items():
-            gone[int(a.rows[position])] = ("dedup", reason)
+            gone[int(a.rows[position])] = shared.setdefault(reason, ("dedup", reason))
         self._step(
             f"dedup {part.source.name}",
             exact_groups=settled.exact_groups,
@@ -540,7 +549,7 @@ def prepare_files(
         written.append("folds.json")
     _write_json(folder / "manifest.json", manifest)
     written += ["removed.csv", "manifest.json"]
-    written += _write_report(cfg, task, folder, tokenizer, shown_as or folder)
+    written += _write_report(cfg, task, folder, tokenizer, shown_as or folder, chunked=bool(streamed))
     return PrepareSummary(manifest, written)
 
 
@@ -550,7 +559,7 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write_json(path, value)
 
 
-def _write_report(cfg: DataConfig, task: str, folder: Path, tokenizer: Any, shown_as: Path) -> list[str]:
+def _write_report(cfg: DataConfig, task: str, folder: Path, tokenizer: Any, shown_as: Path, chunked: bool) -> list[str]:
     """report.html and report.json: the data report of the prepared files, under their final names."""
     import json
 
@@ -563,7 +572,7 @@ def _write_report(cfg: DataConfig, task: str, folder: Path, tokenizer: Any, show
         label_columns=["label"],
         label_map=[],
     )
-    report = inspect_files(written, task, tokenizer)
+    report = inspect_files(written, task, tokenizer, chunked)
     report = json.loads(json.dumps(report, ensure_ascii=False).replace(str(folder), str(shown_as)))
     write_report(report, folder / "report.html")
     write_report(report, folder / "report.json")

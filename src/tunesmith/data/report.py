@@ -24,7 +24,15 @@ import pandas as pd
 
 from tunesmith.data.config import DataConfig
 from tunesmith.data.dataset import lookalikes_from_counts, merge_advice
-from tunesmith.data.dedup import group_conflict, near_search, normalise_key, position_groups, row_groups, split_leaks
+from tunesmith.data.dedup import (
+    distinct_over_limit,
+    group_conflict,
+    near_search,
+    normalise_key,
+    position_groups,
+    row_groups,
+    split_leaks,
+)
 from tunesmith.data.near import NearSearch
 from tunesmith.data.stream import EXAMPLES, Chunk, LabelCodes, LabelledFile, Tally
 from tunesmith.rows import join_text, row_name, row_names
@@ -243,27 +251,33 @@ def inspect_data(cfg: Any, tokenizer: Any = None) -> dict[str, Any]:
     return inspect_files(cfg.data, cfg.task, tokenizer)
 
 
-def inspect_files(d: DataConfig, task: str, tokenizer: Any = None) -> dict[str, Any]:
-    """The report for the files of `d`: one part per file, and leaks across them when there are several."""
+def inspect_files(d: DataConfig, task: str, tokenizer: Any = None, chunked: bool = False) -> dict[str, Any]:
+    """The report for the files of `d`: one part per file, and leaks across them when there are several.
+    `chunked` reads every file in chunks, with token lengths from a sample, as for a file over 256 MB: the
+    prepared splits of such a file are each smaller, but together as large."""
     multilabel = task == "multilabel"
     profiles = {
         name: FileProfile(
-            LabelledFile(name, getattr(d, name), d, multilabel, need_labels=None, raw=True),
+            LabelledFile(name, getattr(d, name), d, multilabel, need_labels=None, raw=True, chunked=chunked),
             tokenizer,
             d.max_length or 128,
         )
         for name in _SPLITS
         if getattr(d, name)
     }
-    near = d.dedup.near
+    near, too_many = d.dedup.near, False
     for profile in profiles.values():
         for chunk in profile.source.chunks():
             profile.add(chunk, near)
+            # A report leaves near duplicates out rather than fail, and stops holding texts for them at once.
+            if near and distinct_over_limit([h for p in profiles.values() for h in p.hashes], d.dedup):
+                near, too_many = False, True
+                for p in profiles.values():
+                    p.keys.clear()
     hashes = np.concatenate([h for p in profiles.values() for h in p.hashes] or [np.zeros(0, dtype=np.uint64)])
     codes, uniques = pd.factorize(hashes, sort=False)
     search = None
-    too_many = near and not d.dedup.near_fits(len(uniques))  # a report leaves it out rather than fail
-    if near and len(uniques) and not too_many:
+    if near and len(uniques):
         keys = pd.concat([k for p in profiles.values() for k in p.keys]).drop_duplicates("hash").set_index("hash")
         search = near_search(keys["key"].reindex(uniques).array, d.dedup)
     report: dict[str, Any] = {"files": {}}

@@ -66,11 +66,12 @@ class LabelledFile:
         others: bool = False,
         clean: bool = False,
         raw: bool = False,
+        chunked: bool = False,
     ) -> None:
         self.name, self.path, self.cfg = name, path, cfg
         self.multilabel, self.need_labels, self.others, self.clean = multilabel, need_labels, others, clean
         self.raw = raw
-        self.streamed = is_large(path)
+        self.streamed = chunked or is_large(path)
         self._cached: list[Chunk] | None = None
 
     def chunks(self) -> Iterator[Chunk]:
