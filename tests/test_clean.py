@@ -373,3 +373,16 @@ def test_config_fields_have_unique_clean_flags_and_sensible_defaults() -> None:
     assert (cfg.nfkc, cfg.strip_control, cfg.strip_html, cfg.collapse_whitespace, cfg.drop_empty) == (True,) * 5
     assert (cfg.urls, cfg.emails, cfg.phones) == ("mask", "mask", "mask")
     assert (cfg.min_chars, cfg.max_chars) == (0, 0)
+
+
+def test_clean_frame_counts_every_row_of_a_repeated_text() -> None:
+    """Each distinct text is cleaned once; the counts and the cleaned column are still per row."""
+    cfg = CleanConfig(enabled=True)
+    texts = ["<b>call 13812345678</b>", "ok", "<b>call 13812345678</b>", None, "  ", "见 www.a.cn 了解", "ok"]
+    df = pd.DataFrame({"text": texts, "label": list("abcdefg")}, index=[9, 8, 7, 6, 5, 4, 3])
+    result = clean_frame(df, cfg)
+    one_by_one = [clean_text("" if t is None else t, cfg) for t in texts]
+    assert result.kept["text"].tolist() == [t for t in one_by_one if t]
+    assert result.kept.index.tolist() == [9, 8, 7, 4, 3]
+    assert result.changed["html"] == 2 and result.changed["phones"] == 2 and result.changed["urls"] == 1
+    assert result.changed["dropped_empty"] == 2 and result.removed.index.tolist() == [6, 5]

@@ -223,3 +223,17 @@ def test_parquet_lists_and_timestamps_can_be_written_as_json(tmp_path: Path) -> 
     back = read_table(tmp_path / "d.json")
     assert back["labels"].tolist() == [[1, 2], [3]]
     assert back["when"].tolist() == ["2024-01-02T00:00:00", "2024-03-04T00:00:00"]
+
+
+@pytest.mark.parametrize("rows", [None, 2])
+def test_cells_of_only_whitespace_read_as_missing_in_parsed_columns(tmp_path: Path, rows: int | None) -> None:
+    """Any whitespace `str.strip` removes makes a blank cell, in a file read whole or in chunks."""
+    from tunesmith.data.io import iter_table
+
+    path = tmp_path / "d.csv"
+    cells = ["a", " ", "\u3000", "\x1f\t", " x ", "b"]
+    pd.DataFrame({"text": cells, "id": cells}).to_csv(path, index=False)
+    parsed = {"text"}
+    table = read_table(path, parsed=parsed) if rows is None else pd.concat(iter_table(path, rows=rows, parsed=parsed))
+    assert table["text"].isna().tolist() == [False, True, True, True, False, False]
+    assert table["id"].tolist() == cells  # a column tunesmith does not parse keeps what the user wrote

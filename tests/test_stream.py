@@ -133,3 +133,21 @@ def test_a_report_past_the_near_duplicate_limit_stops_holding_texts(
     assert held[0] == (True, 0) and held[-1] == (False, 0)
     first_off = [keep for keep, _ in held].index(False)
     assert all(not keep and count == 0 for keep, count in held[first_off:])
+
+
+def test_a_file_read_in_chunks_holds_one_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug kept every chunk read until the file's end: 2.5 GB for `data inspect` of a 1 GB file."""
+    import gc
+    import weakref
+
+    path = tmp_path / "d.csv"
+    pd.DataFrame(ROWS, columns=["text", "label"]).to_csv(path, index=False)
+    chunked(monkeypatch, 2)
+    source = stream.LabelledFile("train", str(path), RunConfig().data, False, need_labels=None, raw=True)
+    seen = []
+    for chunk in source.chunks():
+        seen.append(weakref.ref(chunk.raw))
+        del chunk
+        gc.collect()
+        assert sum(ref() is not None for ref in seen) <= 1  # the generator holds the current chunk only
+    assert len(seen) == 7

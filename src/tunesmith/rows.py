@@ -11,10 +11,15 @@ from typing import Any
 import pandas as pd
 
 
+def _numbering(path: str | Path) -> tuple[int, str]:
+    """How the file's rows are counted: CSV lines count the header, other files start at 1."""
+    suffix = Path(path).suffix.lower()
+    return {".csv": (2, "line"), ".tsv": (2, "line"), ".jsonl": (1, "line")}.get(suffix, (1, "record"))
+
+
 def row_names(path: str | Path, index: pd.Index, limit: int = 5) -> str:
     """Where rows sit in the user's file, in the file's own terms (CSV lines count the header)."""
-    suffix = Path(path).suffix.lower()
-    offset, word = {".csv": (2, "line"), ".tsv": (2, "line"), ".jsonl": (1, "line")}.get(suffix, (1, "record"))
+    offset, word = _numbering(path)
     shown = [str(i + offset) for i in list(index)[:limit]]
     more = f" and {len(index) - limit} more" if len(index) > limit else ""
     return f"{word}s {', '.join(shown)}{more}" if len(index) > 1 else f"{word} {shown[0]}"
@@ -23,6 +28,12 @@ def row_names(path: str | Path, index: pd.Index, limit: int = 5) -> str:
 def row_name(path: str | Path, index: Any) -> str:
     """Where one row sits in the user's file ("line 7", "record 3")."""
     return row_names(path, pd.Index([index]))
+
+
+def each_row_name(path: str | Path, index: pd.Index) -> list[str]:
+    """`row_name` of every row of `index`: the file's numbering worked out once, not once a row."""
+    offset, word = _numbering(path)
+    return [f"{word} {i + offset}" for i in index.tolist()]
 
 
 def label_text(value: Any) -> str:

@@ -14,6 +14,7 @@ every step before it can leave gaps behind.
 from __future__ import annotations
 
 import html
+import operator
 import re
 import unicodedata
 from collections.abc import Callable
@@ -224,9 +225,12 @@ _PHONE = re.compile(
     re.VERBOSE,
 )
 _E164_DIGITS = range(8, 16)  # country code included; E.164 allows at most 15
+_PHONE_MIN_DIGITS = 8  # the fewest any shape above masks: fewer, and the regular expression need not run
 
 
 def mask_urls(text: str, mode: str = "mask") -> str:
+    if "://" not in text and "www." not in text.lower():
+        return text  # cannot hold a URL: the regular expression is the slow part of cleaning a big file
     return _URL.sub(partial(_replace_url, token=_token("urls", mode)), text)
 
 
@@ -249,6 +253,8 @@ def mask_emails(text: str, mode: str = "mask") -> str:
 
 
 def mask_phones(text: str, mode: str = "mask") -> str:
+    if sum(map(text.count, "0123456789")) < _PHONE_MIN_DIGITS:
+        return text
     return _PHONE.sub(partial(_replace_phone, token=_token("phones", mode)), text)
 
 
@@ -305,21 +311,34 @@ def clean_text(text: str, cfg: CleanConfig) -> str:
 def clean_frame(df: pd.DataFrame, cfg: CleanConfig, column: str = "text") -> CleanResult:
     if column not in df.columns:
         raise TunesmithError(f"no text column {column!r} to clean; columns are: {', '.join(map(str, df.columns))}")
-    texts = [_as_text(v) for v in df[column]]
+    # Each distinct text is cleaned once (exports repeat many), and counted as often as it occurs.
+    codes, distinct = _distinct_texts(df[column])
+    texts = list(distinct)
+    rows = np.bincount(codes, minlength=len(texts))
     changed: dict[str, int] = {}
     for name, fn in _steps(cfg):
         out = [fn(t) for t in texts]
-        changed[name] = sum(a != b for a, b in zip(texts, out, strict=True))
+        changed[name] = int(rows[np.fromiter(map(operator.ne, texts, out), dtype=bool, count=len(texts))].sum())
         texts = out
-    reasons = [_drop_reason(len(t), cfg) for t in texts]
-    drop = np.array([r is not None for r in reasons], dtype=bool)
+    reasons = np.array([_drop_reason(len(t), cfg) for t in texts], dtype=object)
+    drop_text = np.array([r is not None for r in reasons], dtype=bool)
+    drop = drop_text[codes]
     kept = df[~drop].copy()
-    kept[column] = [t for t, d in zip(texts, drop, strict=True) if not d]  # a list: positional, even if labels repeat
+    kept[column] = list(np.array(texts, dtype=object)[codes[~drop]])  # a list: positional, even if labels repeat
     removed = df[drop].copy()
-    removed["reason"] = [r for r in reasons if r is not None]
+    removed["reason"] = list(reasons[codes[drop]])
     for key, prefix in (("dropped_empty", "empty"), ("dropped_short", "shorter"), ("dropped_long", "longer")):
-        changed[key] = sum(r is not None and r.startswith(prefix) for r in reasons)
+        chosen = np.array([r is not None and r.startswith(prefix) for r in reasons], dtype=bool)
+        changed[key] = int(rows[chosen].sum())
     return CleanResult(kept=kept, removed=removed, changed=changed)
+
+
+def _distinct_texts(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each row's number among the column's distinct texts (`_as_text` of each cell), and those texts."""
+    if not isinstance(column.dtype, pd.StringDtype):
+        column = pd.Series([_as_text(v) for v in column], dtype=object)
+    codes, distinct = pd.factorize(column.fillna(""), sort=False)
+    return np.asarray(codes, dtype=np.int64), [str(t) for t in distinct]
 
 
 def _as_text(value: object) -> str:

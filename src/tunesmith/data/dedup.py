@@ -164,6 +164,13 @@ def normalise_key(text: str) -> str:
     return key or " ".join(folded.split())
 
 
+def normalise_keys(texts: pd.Series) -> pd.Series:
+    """`normalise_key` of every text, each distinct text normalised once: exports repeat many of theirs."""
+    codes, uniques = pd.factorize(texts.fillna("").astype(str), sort=False)
+    keys = np.array([normalise_key(text) for text in uniques], dtype=object)
+    return pd.Series(keys[codes], index=texts.index, dtype=object)
+
+
 # --- Groups -------------------------------------------------------------------------------------
 
 
@@ -174,7 +181,7 @@ class Keys:
 
 
 def text_keys(texts: pd.Series) -> Keys:
-    codes, uniques = pd.factorize(texts.fillna("").astype(str).map(normalise_key), sort=False)
+    codes, uniques = pd.factorize(normalise_keys(texts), sort=False)
     return Keys(pd.Index(uniques), np.asarray(codes))
 
 

@@ -33,7 +33,7 @@ from tunesmith.data.dedup import (
     check_near_fits,
     distinct_over_limit,
     near_search,
-    normalise_key,
+    normalise_keys,
     row_groups,
     settle,
     split_leaks,
@@ -89,7 +89,7 @@ class _Part:
         self.tally.add(chunk, selected, count_labels=not self.source.multilabel)
         self.cleaned.update(chunk.cleaned)
         self.columns += [c for c in kept.columns if c not in ("text", "label", *self.columns)]
-        keys = kept["text"].map(normalise_key)
+        keys = normalise_keys(kept["text"])
         hashes = pd.util.hash_pandas_object(keys, index=False).to_numpy()
         self.rows.append(kept.index.to_numpy(dtype=np.int64))
         self.hashes.append(hashes)

@@ -21,7 +21,7 @@ from tunesmith.data.config import DataConfig
 from tunesmith.data.dataset import lookalikes_from_counts, merge_advice, report_dropped, select
 from tunesmith.data.io import iter_table, read_table
 from tunesmith.errors import TunesmithError
-from tunesmith.rows import row_names
+from tunesmith.rows import each_row_name
 
 log = logging.getLogger("tunesmith")
 
@@ -87,7 +87,8 @@ class LabelledFile:
         done = []
         for table in tables:
             chunk = self._chunk(table)
-            done.append(chunk)
+            if not self.streamed:  # a file read in chunks keeps none: holding them all once cost 2.5 GB on 1 GB
+                done.append(chunk)
             yield chunk
         if not self.streamed:
             self._cached = done
@@ -115,7 +116,7 @@ def removed_rows(path: str, step: str, reason: object, rows: pd.DataFrame) -> pd
     out = pd.DataFrame(
         {
             "source": path,
-            "line": [row_names(path, pd.Index([i])) for i in rows.index],
+            "line": each_row_name(path, rows.index),
             "step": step,
             "reason": reason,
             "text": rows["text"],
