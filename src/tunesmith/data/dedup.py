@@ -185,8 +185,9 @@ def text_keys(texts: pd.Series) -> Keys:
     return Keys(pd.Index(uniques), np.asarray(codes))
 
 
-# Peak memory of near-duplicate search per distinct text, measured by bench/large_file.py (9.3 GB at
-# 2.39 million distinct texts, 0.8 GB of it the libraries and the tokenizer).
+# Peak memory of near-duplicate search per distinct text, above the 0.8 GB the libraries and the tokenizer
+# take: 9.3 GB at 2.39 million distinct texts (bench/large_file.py --near), 3.4 GB at 684,348 (its first
+# 300 MB), so 3.6 to 3.9 KB a text.
 NEAR_BYTES_PER_TEXT = 3_600
 
 
