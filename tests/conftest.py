@@ -23,6 +23,24 @@ INTENTS = {
     "account": ["reset my password", "cannot log in", "account locked", "forgot my password"],
 }
 
+# Words of support messages, for tests that need many distinct texts.
+WORDS = [
+    "parcel",
+    "refund",
+    "order",
+    "late",
+    "broken",
+    "money",
+    "courier",
+    "address",
+    "invoice",
+    "account",
+    "password",
+    "login",
+    "card",
+    "bank",
+]
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import write_intents
+from conftest import WORDS, write_intents
 from tunesmith.cli import main
 from tunesmith.data import stream
 from tunesmith.data.config import DataConfig
@@ -18,22 +18,6 @@ from tunesmith.data.prepare import prepare_data, prepare_files
 from tunesmith.errors import TunesmithError
 
 SPLITS = ("train", "validation", "test")
-WORDS = [
-    "parcel",
-    "refund",
-    "order",
-    "late",
-    "broken",
-    "money",
-    "courier",
-    "address",
-    "invoice",
-    "account",
-    "password",
-    "login",
-    "card",
-    "bank",
-]
 
 
 def distinct_texts(count: int) -> list[str]:

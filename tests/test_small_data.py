@@ -9,27 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import Result, one_error_line, train_args
+from conftest import WORDS, Result, one_error_line, train_args
 from tunesmith.data.config import DataConfig
 from tunesmith.data.prepare import prepare_data
 from tunesmith.errors import TunesmithError
-
-WORDS = [
-    "parcel",
-    "refund",
-    "order",
-    "late",
-    "broken",
-    "money",
-    "courier",
-    "address",
-    "invoice",
-    "account",
-    "password",
-    "login",
-    "card",
-    "bank",
-]
 
 
 def distinct(count: int, seed: int) -> list[str]:
