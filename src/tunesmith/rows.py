@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -34,6 +35,13 @@ def each_row_name(path: str | Path, index: pd.Index) -> list[str]:
     """`row_name` of every row of `index`: the file's numbering worked out once, not once a row."""
     offset, word = _numbering(path)
     return [f"{word} {i + offset}" for i in index.tolist()]
+
+
+def distinct_texts(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each cell's number among the distinct texts of `values` (a missing cell is the empty text), and those
+    texts: work on texts is then done once however often exports repeat them."""
+    codes, distinct = pd.factorize(values.fillna("").astype(str), sort=False)
+    return np.asarray(codes, dtype=np.int64), [str(text) for text in distinct]
 
 
 def label_text(value: Any) -> str:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from tunesmith.errors import TunesmithError
 from tunesmith.fields import option
+from tunesmith.rows import distinct_texts
 
 MASK_CHOICES = ("keep", "mask", "strip")
 TOKENS = {"urls": "<url>", "emails": "<email>", "phones": "<phone>"}
@@ -312,8 +313,7 @@ def clean_frame(df: pd.DataFrame, cfg: CleanConfig, column: str = "text") -> Cle
     if column not in df.columns:
         raise TunesmithError(f"no text column {column!r} to clean; columns are: {', '.join(map(str, df.columns))}")
     # Each distinct text is cleaned once (exports repeat many), and counted as often as it occurs.
-    codes, distinct = _distinct_texts(df[column])
-    texts = list(distinct)
+    codes, texts = distinct_texts(df[column])
     rows = np.bincount(codes, minlength=len(texts))
     changed: dict[str, int] = {}
     for name, fn in _steps(cfg):
@@ -331,22 +331,6 @@ def clean_frame(df: pd.DataFrame, cfg: CleanConfig, column: str = "text") -> Cle
         chosen = np.array([r is not None and r.startswith(prefix) for r in reasons], dtype=bool)
         changed[key] = int(rows[chosen].sum())
     return CleanResult(kept=kept, removed=removed, changed=changed)
-
-
-def _distinct_texts(column: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Each row's number among the column's distinct texts (`_as_text` of each cell), and those texts."""
-    if not isinstance(column.dtype, pd.StringDtype):
-        column = pd.Series([_as_text(v) for v in column], dtype=object)
-    codes, distinct = pd.factorize(column.fillna(""), sort=False)
-    return np.asarray(codes, dtype=np.int64), [str(t) for t in distinct]
-
-
-def _as_text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if pd.api.types.is_scalar(value) and pd.isna(value):
-        return ""  # a missing cell is an empty text, dropped (and counted) like one
-    return str(value)
 
 
 def _drop_reason(length: int, cfg: CleanConfig) -> str | None:

@@ -22,6 +22,7 @@ import pandas as pd
 from tunesmith.data.near import NearSearch
 from tunesmith.errors import TunesmithError
 from tunesmith.fields import option
+from tunesmith.rows import distinct_texts
 
 KEEP = ("first", "majority")
 CONFLICTS = ("report", "drop", "majority")
@@ -166,8 +167,8 @@ def normalise_key(text: str) -> str:
 
 def normalise_keys(texts: pd.Series) -> pd.Series:
     """`normalise_key` of every text, each distinct text normalised once: exports repeat many of theirs."""
-    codes, uniques = pd.factorize(texts.fillna("").astype(str), sort=False)
-    keys = np.array([normalise_key(text) for text in uniques], dtype=object)
+    codes, distinct = distinct_texts(texts)
+    keys = np.array([normalise_key(text) for text in distinct], dtype=object)
     return pd.Series(keys[codes], index=texts.index, dtype=object)
 
 

@@ -35,7 +35,7 @@ from tunesmith.data.dedup import (
 )
 from tunesmith.data.near import NearSearch
 from tunesmith.data.stream import EXAMPLES, Chunk, LabelCodes, LabelledFile, Tally
-from tunesmith.rows import join_text, row_name, row_names
+from tunesmith.rows import distinct_texts, join_text, row_name, row_names
 
 _MOJIBAKE = "[ÃÂâ][\x80-\xbf€™œ]|锟斤拷|烫烫烫|\ufffd"  # the characters themselves: RE2 counts it (see _HAN)
 _SPLITS = ("train", "validation", "test")
@@ -64,15 +64,15 @@ def scripts_of(texts: pd.Series) -> pd.Series:
     Counted on the code points of every distinct text at once: regular expressions, even pyarrow's,
     took a third of `data inspect` on a big file, and exports repeat many texts.
     """
-    codes, distinct = pd.factorize(texts.astype("string").fillna(""), sort=False)
-    each = [str(text) for text in distinct]
-    points = np.frombuffer("".join(each).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    codes, distinct = distinct_texts(texts)
+    points = np.frombuffer("".join(distinct).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     letter = np.zeros(len(points), dtype=bool)
     plane = points < 0x10000
     letter[plane] = _letters_table()[points[plane]]
     letter[~plane] = [chr(point).isalpha() for point in points[~plane].tolist()]
-    ends = np.cumsum([len(text) for text in each], dtype=np.int64)
-    starts = ends - np.array([len(text) for text in each], dtype=np.int64)
+    lengths = np.array([len(text) for text in distinct], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
 
     def count(mask: np.ndarray) -> np.ndarray:
         running = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
