@@ -202,3 +202,12 @@ def test_invalid_config_is_one_clear_error():
         deduplicate(frame(["a"]), DedupConfig(threshold=1.5))
     with pytest.raises(TunesmithError, match="--dedup-keep"):
         deduplicate(frame(["a"]), DedupConfig(keep="last"))
+
+
+@pytest.mark.parametrize(("distinct", "size"), [(60, "about 1 MB"), (2_390_000, "about 8.0 GB")])
+def test_the_near_duplicate_limit_names_a_readable_size(distinct: int, size: str) -> None:
+    """A bug said "would need about 0.0 GB" for a small corpus over a low limit."""
+    from tunesmith.data.dedup import DedupConfig, check_near_fits
+
+    with pytest.raises(TunesmithError, match=f"{size} of memory"):
+        check_near_fits(distinct, DedupConfig(near_max_texts=5))

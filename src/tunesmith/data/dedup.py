@@ -205,9 +205,13 @@ def check_near_fits(distinct: int, cfg: DedupConfig) -> None:
     if not cfg.near_fits(distinct):
         raise TunesmithError(
             f"near-duplicate search over {distinct:,} distinct texts would need about "
-            f"{distinct * NEAR_BYTES_PER_TEXT / 1024**3:.1f} GB of memory (--dedup-near-max-texts "
+            f"{_size(distinct * NEAR_BYTES_PER_TEXT)} of memory (--dedup-near-max-texts "
             f"{cfg.near_max_texts:,}); pass --no-dedup-near to find exact duplicates only, or raise the limit"
         )
+
+
+def _size(size: float) -> str:
+    return f"{size / 1024**3:.1f} GB" if size >= 1024**3 else f"{max(size / 1024**2, 1):.0f} MB"
 
 
 def near_search(keys: Sequence[str], cfg: DedupConfig) -> NearSearch:
