@@ -387,8 +387,14 @@ def test_metric_must_belong_to_the_task() -> None:
 
 
 def test_null_for_a_required_field_is_one_clear_error() -> None:
-    with pytest.raises(TunesmithError, match=r"config.train.lr: needs a value"):
-        from_dict({"train": {"lr": None}})
+    with pytest.raises(TunesmithError, match=r"config.train.weight_decay: needs a value"):
+        from_dict({"train": {"weight_decay": None}})
+
+
+def test_auto_in_yaml_and_null_both_leave_a_field_to_the_recipe() -> None:
+    cfg = from_dict({"train": {"lr": "auto", "batch_size": None, "epochs": 2}})
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == (None, None, 2.0)
+    assert cfg.train.auto_fields() == ["lr", "batch_size", "warmup_ratio", "class_weights"]
 
 
 def test_max_length_default_depends_on_the_task() -> None:

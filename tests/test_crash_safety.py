@@ -73,7 +73,7 @@ def make_trainer(
         measured = task.metrics(predict_scores(m, task, validation, collate, 16, CPU), targets)
         return {**measured, "macro_f1": metrics()} if metrics else measured
 
-    cfg = TrainConfig(**{"lr": 1e-3, "warmup_ratio": 0.0, "batch_size": 4, **train_cfg})
+    cfg = TrainConfig(**{"lr": 1e-3, "warmup_ratio": 0.0, "batch_size": 4, "epochs": 3.0, **train_cfg})
     run_dir.mkdir(parents=True, exist_ok=True)
     return Trainer(model, task, train, cfg, run_dir, CPU, collate, evaluate)
 
@@ -465,7 +465,7 @@ def kill_mid_run(args: list[str], output: Path, env: dict[str, str], total: int)
 
 
 def untimed_log(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "examples_per_s"} for r in read_log(run)]
+    return [{k: v for k, v in r.items() if k not in ("examples_per_s", "seconds")} for r in read_log(run)]
 
 
 def resume_after_kill_9(args: list[str], tmp_path: Path) -> tuple[Path, Path]:

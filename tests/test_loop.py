@@ -99,7 +99,9 @@ def trainer(
     **train_cfg: Any,
 ) -> Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(**{"lr": 1e-3, "warmup_ratio": 0.0, "eval_batch_size": 16, **train_cfg})
+    cfg = TrainConfig(
+        **{"lr": 1e-3, "warmup_ratio": 0.0, "batch_size": 32, "epochs": 3.0, "eval_batch_size": 16, **train_cfg}
+    )
     the_task = the_task or task()
     collate = Collator(tokenizer.pad_token_id)
     evaluate = score_evaluator(the_task, validation, collate, cfg.eval_batch_size, CPU)
@@ -254,7 +256,7 @@ def test_optimizer_groups_skip_decay_on_biases_and_norms_and_leave_frozen_out(ti
     model = classifier(tiny_model, tokenizer)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen == {"bert.embeddings.word_embeddings.weight"}  # over 2/3 of the tiny model: frozen by default
-    opt = build_optimizer(model, TrainConfig(weight_decay=0.05))
+    opt = build_optimizer(model, TrainConfig(lr=2e-5, weight_decay=0.05))
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.05
     assert no_decay["weight_decay"] == 0.0
@@ -269,7 +271,7 @@ def test_optimizer_groups_skip_decay_on_biases_and_norms_and_leave_frozen_out(ti
     assert len(decay["params"]) + len(no_decay["params"]) == len(got_decay | got_no_decay)  # no duplicates
 
     lora = apply_method(classifier(tiny_model, tokenizer), MethodConfig(method="lora"), None)
-    lora_opt = build_optimizer(lora, TrainConfig())
+    lora_opt = build_optimizer(lora, TrainConfig(lr=2e-5))
     lora_names = {id(p): n for n, p in lora.named_parameters()}
     in_groups = {lora_names[id(p)] for g in lora_opt.param_groups for p in g["params"]}
     assert in_groups == {n for n, p in lora.named_parameters() if p.requires_grad}
@@ -756,5 +758,5 @@ def test_tied_weights_enter_the_optimizer_once() -> None:
     from transformers import T5Config, T5ForConditionalGeneration
 
     model = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=8, d_ff=16, d_kv=4, num_layers=1, num_heads=2))
-    params = [p for g in build_optimizer(model, TrainConfig()).param_groups for p in g["params"]]
+    params = [p for g in build_optimizer(model, TrainConfig(lr=2e-5)).param_groups for p in g["params"]]
     assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))

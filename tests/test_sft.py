@@ -188,7 +188,9 @@ def test_accumulation_equals_one_big_batch_for_very_different_lengths(tiny_lm: s
     grads = []
     for accum in (1, 2, 4):
         model = AutoModelForCausalLM.from_pretrained(tiny_lm)
-        cfg = TrainConfig(batch_size=4, grad_accum=accum, max_steps=1, lr=1e-3, max_grad_norm=0.0, warmup_ratio=0.0)
+        cfg = TrainConfig(
+            batch_size=4, grad_accum=accum, max_steps=1, epochs=3.0, lr=1e-3, max_grad_norm=0.0, warmup_ratio=0.0
+        )
         trainer = Trainer(
             model, SFT(), examples, cfg, tmp_path / f"run{accum}", torch.device("cpu"), LMCollator(0), lambda m: {}
         )

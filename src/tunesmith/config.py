@@ -47,7 +47,7 @@ class RunConfig:
         self.train.validate()
         self.eval.validate()
         t = self.train
-        if t.class_weights != "none" and self.task != "classification":
+        if t.class_weights == "balanced" and self.task != "classification":
             raise TunesmithError(f"--class-weights applies to classification, not --task {self.task}")
         known = SELECTABLE.get(self.task)  # a task registered from outside is checked at its first evaluation
         if t.metric is not None and known is not None and t.metric not in known:
@@ -115,6 +115,11 @@ def from_dict(raw: dict[str, Any], source: str = "config", saved: bool = False) 
                     f"{source}: {name} is a command, not a setting: remove it from the file and pass --{name} "
                     "on the command line when you mean it"
                 )
+        if "search" in raw and not saved:
+            raise TunesmithError(
+                f"{source}: search: is read by `tunesmith tune`; run tunesmith tune with this file, or remove search: "
+                "to train"
+            )
     return _build(RunConfig, raw, source)
 
 
@@ -137,8 +142,9 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    if value is None:
-        if _strip_optional(hint) is hint:
+    optional = _strip_optional(hint) is not hint
+    if value is None or (optional and value == "auto"):  # an optional field's None is its automatic default
+        if not optional:
             raise TunesmithError(f"{where}: needs a value, got nothing (null)")
         return None
     base = _strip_optional(hint)
@@ -181,10 +187,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def save_yaml(cfg: RunConfig, path: Path) -> None:
+def save_yaml(cfg: RunConfig, path: Path, notes: list[str] | None = None) -> None:
+    """`notes` become comment lines on top (the values `auto` chose, and why); YAML readers skip them."""
     from tunesmith.utils import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    header = "".join(f"# {line}\n" for line in notes or [])
+    atomic_write_text(path, header + yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 
 # --- CLI flags ------------------------------------------------------------------------------------
@@ -231,6 +239,27 @@ DATA_PREPARE = CommandFlags(
     {"data.clean.enabled": True, "data.dedup.enabled": True},
 )
 
+# What `advise` reads: the task, the data file and its columns, how it splits, and the device.
+ADVISE = CommandFlags(
+    (
+        "task",
+        "data.train",
+        "data.validation",
+        "data.test",
+        "data.text_columns",
+        "data.label_columns",
+        "data.label_separator",
+        "data.encoding",
+        "data.validation_size",
+        "data.test_size",
+        "data.max_length",
+        "data.max_train_rows",
+        "data.chat",
+        "model.trust_remote_code",
+        "train.device",
+    )
+)
+
 _GROUP_TITLES = {
     "run": "run",
     "data": "data: files, columns and splits",
@@ -266,10 +295,21 @@ def add_config_flags(parser: argparse.ArgumentParser, command: CommandFlags = TR
         elif typing.get_origin(base) is list:
             kwargs.update(action="append", metavar=path[-1].upper().rstrip("S"))
         else:
-            kwargs.update(type=base, choices=choices_of(f) or None, metavar=None)
+            optional = base is not hint and base in (int, float)
+            kwargs.update(type=_auto_or(base) if optional else base, choices=choices_of(f) or None, metavar=None)
             if not f.metadata.get("choices"):
-                kwargs["metavar"] = base.__name__.upper()
+                kwargs["metavar"] = base.__name__.upper() + ("|auto" if optional else "")
         group.add_argument(f"--{flag_name(path, f)}", help=f"{help_text} (default: {default})", **kwargs)
+
+
+def _auto_or(base: type) -> Any:
+    """A flag type that reads `auto` as None, the field's automatic default."""
+
+    def parse(text: str) -> Any:
+        return None if text == "auto" else base(text)
+
+    parse.__name__ = base.__name__  # argparse names the type in its "invalid float value" message
+    return parse
 
 
 def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

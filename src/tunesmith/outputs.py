@@ -43,6 +43,7 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
             "removed_rows.csv",
             "removed_rows.jsonl",
             "baseline.json",
+            "auto.json",
             "log.jsonl",
             "checkpoints",
             "model",
@@ -67,6 +68,21 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
         }
     ),
     "export": frozenset(),
+    "cross-validation": frozenset(),  # fold-1 ... fold-K, final, cv.json ...: recorded in the marker
+    # `tunesmith tune` (recipes/tune.py): its storage, trial runs, outputs, and the run folders it trains inside
+    "study": frozenset(
+        {
+            *(f"study.db{suffix}" for suffix in ("", "-journal", "-wal", "-shm")),
+            "trials",
+            "trials.csv",
+            "history.png",
+            "importance.png",
+            "best.yaml",
+            "refit.json",
+            ".tune.lock",
+            *(name for run in ("best", "best-run") for name in (run, f".{run}.lock", f".{run}.next")),
+        }
+    ),
 }
 
 

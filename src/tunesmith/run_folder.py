@@ -93,8 +93,9 @@ class RunFolder:
     def staged(self) -> bool:
         return self.work != self.final
 
-    def create(self, cfg: RunConfig, fingerprint: dict[str, Any]) -> None:
-        """Called once the data and the model have loaded: a bad input never costs the old run."""
+    def create(self, cfg: RunConfig, fingerprint: dict[str, Any], notes: list[str] | None = None) -> None:
+        """Called once the data and the model have loaded: a bad input never costs the old run. `notes` head
+        config.yaml as comments (the values `auto` chose)."""
         if not is_main_process():
             return
         if self.resume:
@@ -109,7 +110,7 @@ class RunFolder:
             extra |= {"staging_for": str(self.final), "replaces": (read_marker(self.final) or {}).get("id")}
         self.work.mkdir(parents=True, exist_ok=True)
         write_marker(self.work, "run", **extra)
-        save_yaml(cfg, self.work / "config.yaml")
+        save_yaml(cfg, self.work / "config.yaml", notes)
         atomic_write_json(self.work / "fingerprint.json", fingerprint)
 
     def commit(self) -> None:

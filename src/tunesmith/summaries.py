@@ -27,6 +27,7 @@ def score_summary(metrics: dict[str, Any]) -> str:
     lines += [f"{labels[name]:<{width}}  " + "  ".join(f"{m['test'][k]:>9.4f}" for k in keys) for name, m in rows]
     if "base" in metrics:
         lines.append(f"(base = {labels[metrics['base']['kind']]}: {metrics['base']['description']})")
+    lines += [f"WARNING: {line}" for line in metrics.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -50,3 +51,23 @@ def evaluation_summary(metrics: dict[str, Any]) -> str:
     if "finetuned" in metrics:
         return generative_summary({"base": metrics["base"], "finetuned": {"test": metrics["finetuned"]}})
     return json.dumps({k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, indent=2)
+
+
+def cv_summary(result: dict[str, Any]) -> str:
+    """What `train --cv` prints: each fold's held-out scores, their mean ± std, and the final model's test scores."""
+    names = [k for k in result["mean"] if k != "n"]  # n is the held-out size, shown as `rows`
+    keys = [k for k in _SCORE_KEYS if k in names] or names
+    width = max([9, *(len(k) for k in keys)])
+    lines = ["", f"cross-validation, {result['k']} folds: each fold held out of the training split and scored"]
+    lines.append(f"{'fold':>4}  {'rows':>6}  " + "  ".join(f"{k:>{width}}" for k in keys))
+    for fold in result["folds"]:
+        scores = "  ".join(f"{fold['held_out'][k]:>{width}.4f}" for k in keys)
+        lines.append(f"{fold['fold']:>4}  {fold['held_out_rows']:>6}  {scores}")
+    label = max((len(k) for k in names), default=0)
+    lines += ["", "mean ± std over the folds"]
+    lines += [f"{k:<{label}}  {result['mean'][k]:.4f} ± {result['std'][k]:.4f}" for k in names]
+    final = result.get("final")
+    if final:
+        scores = ", ".join(f"{k} {final['test'][k]:.4f}" for k in keys if k in final["test"])
+        lines += ["", f"final model (trained on the whole training split) in final/, test split: {scores}"]
+    return "\n".join(lines)

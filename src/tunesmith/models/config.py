@@ -8,6 +8,9 @@ from tunesmith.errors import TunesmithError
 from tunesmith.fields import check_range, option
 
 METHODS = ("full", "lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
+PEFT_METHODS = METHODS[1:]
+LORA_FAMILY = ("lora", "dora", "rslora", "qlora")  # the methods with a rank and alpha
+PROMPT_METHODS = ("prompt_tuning", "prefix_tuning")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from tunesmith.errors import TunesmithError
-from tunesmith.models.config import MethodConfig, ModelConfig
+from tunesmith.models.config import LORA_FAMILY, PEFT_METHODS, MethodConfig, ModelConfig
 
 log = logging.getLogger("tunesmith")
 
@@ -185,8 +185,6 @@ def embedding_share(model: nn.Module) -> float:
     return model.get_input_embeddings().weight.numel() / total
 
 
-PEFT_METHODS = ("lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning", "qlora")
-LORA_FAMILY = ("lora", "dora", "rslora", "qlora")
 
 
 def apply_method(

@@ -21,10 +21,11 @@ from tunesmith.config import RunConfig
 from tunesmith.data.io import write_table
 from tunesmith.data.prepare import Prepared, prepare_data
 from tunesmith.evaluate.baseline import score_baselines
+from tunesmith.evaluate.checks import run_warnings
 from tunesmith.evaluate.scores import predict_scores, score_evaluator
 from tunesmith.models.loading import apply_method, load_tokenizer, position_limit, trainable_summary
 from tunesmith.models.registry import resolve_model
-from tunesmith.recipes.common import data_source, in_run_folder, prepared_for
+from tunesmith.recipes.common import auto_notes, auto_record, choose_auto, data_source, in_run_folder, prepared_for
 from tunesmith.rows import with_label_cells
 from tunesmith.run_folder import (
     RunFolder,
@@ -104,7 +105,12 @@ def _train(
     _cap_max_length(cfg, model)
     collate = info.collate(tokenizer.pad_token_id)
     train, validation, test = data.examples(task, tokenizer, model_path, d.max_length)
-    folder.create(cfg, fingerprint(cfg, task.state()))  # only now: bad data or a bad model never cost the old run
+    chosen = choose_auto(cfg, model, len(train), False, _class_counts(task, splits.train))
+    if cfg.train.class_weights == "balanced":
+        task.balance(splits.train)
+    # only now: bad data or a bad model never cost the old run
+    folder.create(cfg, fingerprint(cfg, task.state()), auto_notes(chosen))
+    record = auto_record(folder, chosen)  # written now: a run killed before its end resumes with it
     _save_data_record(folder, data.prepared, task, cfg)
 
     base = _baselines(cfg, folder, model, task, tokenizer, train, test, collate, device)
@@ -126,6 +132,13 @@ def _train(
     state = trainer.fit(resume=folder.resume)
 
     metrics = {**base, "finetuned": _final_scores(cfg, model, task, validation, test, collate, device, state)}
+    if record:
+        metrics["auto"] = record
+    warnings = run_warnings(metrics, cfg.train.metric or task.metric, cfg.train)
+    if warnings:
+        metrics["warnings"] = warnings
+        for line in warnings:
+            log.warning(line)
     if is_main_process():
         save_json(folder.work, "label_map.json", task.state())  # the tuned threshold, if any
         if folder.save != "none":
@@ -139,11 +152,16 @@ def _train(
 def _fit_task(cfg: RunConfig, splits: Any) -> Task:
     task = build_task(cfg.task)
     task.fit(splits.train, cfg.data.train)
-    if cfg.train.class_weights == "balanced":
-        task.balance(splits.train)
     task.check(splits.validation, cfg.data.validation or cfg.data.train)
     task.check(splits.test, cfg.data.test or cfg.data.train)
     return task
+
+
+def _class_counts(task: Task, train: pd.DataFrame) -> list[int] | None:
+    """Training rows per class, for `--class-weights auto`; None where the task has no classes to weight."""
+    if task.name != "classification":
+        return None
+    return task.targets(train).bincount(minlength=len(task.labels)).tolist()
 
 
 def _cap_max_length(cfg: RunConfig, model: nn.Module) -> None:

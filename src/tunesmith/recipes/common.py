@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
-from tunesmith.run_folder import RunFolder, plan_run_folder, run_inputs
+from tunesmith.run_folder import RunFolder, cached, plan_run_folder, run_inputs, save_json
+from tunesmith.train import auto
+
+log = logging.getLogger("tunesmith")
 
 Data = TypeVar("Data")
 
@@ -37,3 +41,41 @@ def in_run_folder(
         return train(folder)
     finally:
         folder.release()
+
+
+def choose_auto(
+    cfg: RunConfig, model: Any, rows: int, generative: bool, class_counts: list[int] | None = None
+) -> list[auto.Chosen]:
+    """Fill the fields left to `auto` on the recipe's resolved copy, and log each value with its reason."""
+    chosen = auto.choose(
+        cfg.train,
+        method=cfg.method.method,
+        body=auto.body_size(model),
+        rows=rows,
+        generative=generative,
+        class_counts=class_counts,
+    )
+    auto.apply(cfg.train, chosen)
+    for c in chosen:
+        log.info("auto: %s", c.line())
+    return chosen
+
+
+def auto_notes(chosen: list[auto.Chosen]) -> list[str]:
+    """config.yaml's header: which values tunesmith chose, and why."""
+    if not chosen:
+        return []
+    head = "tunesmith chose these values (auto); pass the flag or set the field to choose one yourself:"
+    return [head, *(f"  {c.line()}" for c in chosen)]
+
+
+def auto_record(folder: RunFolder, chosen: list[auto.Chosen]) -> dict[str, Any]:
+    """The values `auto` chose for this run and why (metrics.json's `auto`), kept in auto.json: a resumed run
+    reads its config.yaml, where they are plain values, and chooses nothing again."""
+    earlier = cached(folder.work, "auto.json", folder.resume)
+    if earlier is not None:
+        return earlier
+    record = {c.field: {"value": c.value, "why": c.why} for c in chosen}
+    if record:
+        save_json(folder.work, "auto.json", record)
+    return record

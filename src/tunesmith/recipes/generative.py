@@ -21,7 +21,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.generative import LanguageModel, score
 from tunesmith.models.loading import apply_method, load_lm, load_tokenizer, position_limit, trainable_summary
 from tunesmith.models.registry import resolve_model
-from tunesmith.recipes.common import data_source, in_run_folder, prepared_for
+from tunesmith.recipes.common import auto_notes, auto_record, choose_auto, data_source, in_run_folder, prepared_for
 from tunesmith.run_folder import (
     RunFolder,
     cached,
@@ -101,7 +101,9 @@ def _train(
     train = _encode_train(lm, splits.train, cfg)
     validation = lm.encode(splits.validation, source="validation")
     test = lm.encode(splits.test, source="test")
-    folder.create(cfg, fingerprint(cfg))
+    chosen = choose_auto(cfg, base, len(train), True)
+    folder.create(cfg, fingerprint(cfg), auto_notes(chosen))
+    record = auto_record(folder, chosen)  # written now: a run killed before its end resumes with it
     if is_main_process() and not folder.resume:
         save_json(folder.work, "data_manifest.json", data.manifest)
         if data.removed:
@@ -140,6 +142,8 @@ def _train(
             "test": tuned["scores"],
         },
     }
+    if record:
+        metrics["auto"] = record
     samples = _samples(gen_rows, base_scores["generations"], tuned["generations"])
     if is_main_process():
         if folder.save != "none":

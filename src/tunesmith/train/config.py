@@ -14,13 +14,16 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 @dataclass
 class TrainConfig:
-    epochs: float = option(3.0, "passes over the training data")
+    # None is `auto`: the recipe chooses from the method, the model and the rows (train/auto.py).
+    epochs: float | None = option(None, "passes over the training data (auto: about 300 optimizer steps)")
     max_steps: int = option(0, "stop after this many optimizer steps (0: no limit)")
-    lr: float = option(2e-5, "peak learning rate")
-    batch_size: int = option(32, "examples per optimizer step (split over --grad-accum micro-batches)")
+    lr: float | None = option(None, "peak learning rate (auto: from the method and the model's size)")
+    batch_size: int | None = option(
+        None, "examples per optimizer step, split over --grad-accum micro-batches (auto: from the rows)"
+    )
     grad_accum: int = option(1, "micro-batches per optimizer step; the update equals the full batch's")
     weight_decay: float = option(0.01, "AdamW weight decay (never on biases and norms)")
-    warmup_ratio: float = option(0.1, "fraction of steps with linear warmup")
+    warmup_ratio: float | None = option(None, "fraction of steps with linear warmup (auto: 0.06)")
     scheduler: str = option("linear", "learning-rate decay after warmup", choices=SCHEDULERS)
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: off)")
     precision: str = option("fp32", "bf16 autocast (CPU or GPU) or fp16 (GPU only)", choices=PRECISIONS)
@@ -32,19 +35,27 @@ class TrainConfig:
     device: str = option("auto", "cpu, cuda, cuda:1 or auto")
     eval_batch_size: int = option(64, "batch size for evaluation and prediction")
     class_weights: str = option(
-        "none", "classification: weight the loss by inverse class frequency (balanced)", choices=("none", "balanced")
+        "auto",
+        "classification: weight the loss by inverse class frequency (balanced); auto: balanced when the rarest "
+        "class has under half the rows of the largest",
+        choices=("auto", "none", "balanced"),
     )
+
+    def auto_fields(self) -> list[str]:
+        """The fields still left to `auto`; a loop is only ever given a config with none."""
+        names = ("lr", "batch_size", "epochs", "warmup_ratio")
+        return [n for n in names if getattr(self, n) is None] + (["class_weights"] * (self.class_weights == "auto"))
 
     def validate(self) -> TrainConfig:
         check_range("epochs", self.epochs, at_least=0)
         check_range("max-steps", self.max_steps, at_least=0, hint="0 means no limit")
-        if self.epochs <= 0 and self.max_steps <= 0:
+        if self.epochs is not None and self.epochs <= 0 and self.max_steps <= 0:
             raise TunesmithError("set --epochs or --max-steps above 0")
         check_range("lr", self.lr, above=0, at_most=1, hint="typical values are 1e-5 to 1e-3")
         for flag, value in (("batch-size", self.batch_size), ("grad-accum", self.grad_accum)):
             check_range(flag, value, at_least=1)
         check_range("eval-batch-size", self.eval_batch_size, at_least=1)
-        if self.batch_size % self.grad_accum:
+        if self.batch_size is not None and self.batch_size % self.grad_accum:
             raise TunesmithError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum {self.grad_accum}")
         check_range("weight-decay", self.weight_decay, at_least=0, at_most=1)
         check_range("warmup-ratio", self.warmup_ratio, at_least=0, at_most=1)

@@ -139,6 +139,9 @@ class Trainer:
     ) -> None:
         if cfg.precision == "fp16" and device.type != "cuda":
             raise TunesmithError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+        left = [f for f in cfg.auto_fields() if f != "class_weights"]  # the task has already applied weights
+        if left:
+            raise TunesmithError(f"the loop needs values for {', '.join(left)}: choose them with train.auto.choose")
         self.model, self.task, self.cfg, self.device = model.to(device), task, cfg, device
         self.train, self.collate, self.evaluate, self.on_evaluate = train, collate, evaluate, on_evaluate
         # Without checkpoints (a search trial) the best weights are kept in memory and nothing heavy is written.
@@ -186,6 +189,7 @@ class Trainer:
                         "loss": loss,
                         "lr": lr,
                         "examples_per_s": round(speed, 2),
+                        "seconds": round(seconds, 4),
                     }
                 )
                 bar.update(1)

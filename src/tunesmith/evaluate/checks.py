@@ -1,0 +1,58 @@
+"""Warnings a finished classifier run must not keep to itself: a class it never predicts, or a fine-tuned
+model that ends below the linear probe the run fitted on the untouched model's features.
+
+Both happen on imbalanced data at learning rates that suit balanced data; a user reading only the
+headline accuracy would ship such a model. Each warning says what to try.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunesmith.evaluate.metrics import LOWER_IS_BETTER
+
+
+def run_warnings(metrics: dict[str, Any], metric: str, train: Any) -> list[str]:
+    """`metrics` is a classifier run's metrics.json content; `train` its resolved train section."""
+    tuned = metrics["finetuned"]
+    out = [_never_predicted(tuned["validation"], train)] if "confusion_matrix" in tuned["validation"] else []
+    probe = metrics.get("linear_probe", {}).get("test", {})
+    if metric in probe and metric in tuned["test"]:
+        out.append(_below_probe(tuned["test"][metric], probe[metric], metric, train))
+    return [w for w in out if w]
+
+
+def _never_predicted(validation: dict[str, Any], train: Any) -> str:
+    cm = validation["confusion_matrix"]
+    matrix, labels = cm["matrix"], cm["labels"]
+    missed = [
+        f"{label!r} ({sum(matrix[i])} rows)"
+        for i, label in enumerate(labels)
+        if sum(matrix[i]) and not sum(row[i] for row in matrix)
+    ]
+    if not missed:
+        return ""
+    return (
+        f"the fine-tuned model never predicts {', '.join(missed)} on the validation split; "
+        f"try {_remedies(train)}"
+    )
+
+
+def _below_probe(tuned: float, probe: float, metric: str, train: Any) -> str:
+    worse = tuned > probe if metric in LOWER_IS_BETTER else tuned < probe
+    if not worse:
+        return ""
+    return (
+        f"the fine-tuned model ({metric} {tuned:.4f} on test) ends below the linear probe on the base model's "
+        f"frozen features ({probe:.4f}); try {_remedies(train)}"
+    )
+
+
+def _remedies(train: Any) -> str:
+    tries = []
+    if getattr(train, "class_weights", "none") != "balanced":
+        tries.append("--class-weights balanced")
+    tries.append(f"--lr {train.lr * 2:g} or {train.lr / 2:g}")
+    tries.append(f"--epochs {int(train.epochs or 1) * 2}")
+    tries.append("or `tunesmith tune` to search")
+    return ", ".join(tries)
