@@ -425,6 +425,11 @@ def _folds(train: pd.DataFrame, cfg: DataConfig, seed: int, stratify: bool) -> l
     ]
 
 
+def train_folds(train: pd.DataFrame, cfg: DataConfig, k: int, seed: int, stratify: bool) -> list[dict[str, list[int]]]:
+    """`k` folds of a prepared train split as row positions, exactly as `--folds k` writes them (`train --cv`)."""
+    return _folds(train, replace(cfg, folds=k), seed, stratify)
+
+
 def _augment(train: pd.DataFrame, cfg: DataConfig, steps: list[dict[str, Any]]) -> pd.DataFrame:
     from tunesmith.data.augment import augment_frame
 
