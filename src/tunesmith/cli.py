@@ -20,6 +20,9 @@ log = logging.getLogger("tunesmith")
 
 EPILOG = """examples:
   tunesmith demo
+  tunesmith advise data.csv                      (which model and method, memory, time; prints a train command)
+  tunesmith train --train data.csv --cv 5 --output runs/cv   (5-fold cross-validation, then a final model)
+  tunesmith tune config.yaml --study studies/x --trials 20  (Optuna search; the YAML's search: is the space)
   tunesmith train --model minilm-l6 --train data.csv --text-column text --label-column label --output runs/x
   tunesmith train config.yaml --lr 3e-5          (flags override the YAML file)
   tunesmith train --output runs/x --resume       (continue a killed run)
@@ -63,6 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("full", "best-only", "none"),
         default="full",
         help="full: model and checkpoints; best-only: the model without checkpoints; none: metrics only",
+    )
+    cross = train.add_argument_group("cross-validation (classification, regression, multilabel)")
+    cross.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="cross-validate: K runs, each scored on one fold of the training split it did not train on "
+        "(--output/fold-1 ... fold-K, metrics only), written with their mean and std to --output/cv.json and cv.csv",
+    )
+    cross.add_argument(
+        "--cv-refit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --cv, then train the final model on the whole training split into --output/final, saved as "
+        "--save says (default: on)",
     )
     add_config_flags(train, TRAIN)
 
@@ -136,8 +154,77 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--overwrite", action="store_true", help="replace an earlier prepare in --output")
     add_config_flags(prepare, DATA_PREPARE)
 
+    _tune_parser(sub)
+    _advise_parser(sub)
     sub.add_parser("models", help="list the model aliases that work offline")
     return parser
+
+
+def _advise_parser(sub: argparse._SubParsersAction) -> None:
+    import dataclasses
+
+    from tunesmith.advise import AdviseConfig
+    from tunesmith.config import ADVISE
+
+    advise = sub.add_parser(
+        "advise",
+        help="which model and method fit your data and machine, how much memory and time; the command to run",
+        description="Reads your data with each candidate's tokenizer, estimates peak training memory, measures a "
+        "few training steps on this machine, ranks model x method x precision, and prints the train command.",
+    )
+    advise.add_argument("file", nargs="?", help="the training file (same as --train)")
+    group = advise.add_argument_group("advice options")
+    for f in dataclasses.fields(AdviseConfig):
+        kwargs = {"nargs": "+"} if f.name in ("models", "methods") else {"type": type(f.default)}
+        if f.default is None and "nargs" not in kwargs:
+            kwargs["type"] = str
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        group.add_argument(f"--{f.name}", default=f.default, help=help_text, **kwargs)
+    add_config_flags(advise, ADVISE)
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tunesmith.advise import AdviseConfig, advise, render
+    from tunesmith.config import ADVISE
+
+    flags = flag_values(args)
+    if args.file:
+        flags.setdefault("data", {})["train"] = args.file
+    cfg = build_config(None, flags, ADVISE)
+    settings = AdviseConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AdviseConfig)})
+    print(render(advise(cfg, settings)))
+    return 0
+
+
+def _tune_parser(sub: argparse._SubParsersAction) -> None:
+    from tunesmith.config import CommandFlags
+
+    tune = sub.add_parser(
+        "tune",
+        help="search hyper-parameters with Optuna; the config's search: section is the space",
+        description="Hyper-parameter search: every trial trains on the data prepared once, each validation "
+        "evaluation may prune it, and the best trial is trained again into STUDY/best. The config file's search: "
+        "maps flags to a list of values or {low, high, log, step}; without it a space for the method is used.",
+    )
+    tune.add_argument("config", nargs="?", help="YAML config file with an optional search: section")
+    tune.add_argument("--config", dest="config_file", metavar="CONFIG", help="the same file, as a flag")
+    study = tune.add_argument_group("the study")
+    study.add_argument("--study", required=True, help="study folder: study.db, trials/, trials.csv, best.yaml, plots")
+    study.add_argument("--trials", type=int, default=20, help="finished trials of the study, all workers together")
+    study.add_argument("--timeout", type=float, help="seconds this worker searches (default: no limit)")
+    study.add_argument(
+        "--storage", help="sqlite:///FILE, postgresql://..., or journal:FILE (default: sqlite STUDY/study.db)"
+    )
+    study.add_argument(
+        "--study-name", help="workers on one --storage and --study-name share a study (default: the folder's name)"
+    )
+    study.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
+    study.add_argument("--no-refit", action="store_true", help="do not train the best trial again into STUDY/best")
+    study.add_argument("--resume", action="store_true", help="continue the study in --study (or join it as a worker)")
+    study.add_argument("--overwrite", action="store_true", help="replace the study in --study (one tunesmith made)")
+    add_config_flags(tune, CommandFlags(tuple(p for p in TRAIN.takes if p != "output")))  # trials go in --study
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
@@ -159,10 +246,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tunesmith.run_folder import train_config
     from tunesmith.summaries import summary
 
+    if args.cv is not None:
+        return _train_cv(args)
+    if args.cv_refit is not None:
+        raise TunesmithError("--cv-refit and --no-cv-refit apply to cross-validation: add --cv K, or drop them")
     cfg = train_config(args.config, flag_values(args), args.resume)
     metrics = recipes.train(cfg, overwrite=args.overwrite, resume=args.resume, save=args.save)
     print(summary(metrics))
     print(f"run folder: {cfg.output}")
+    return 0
+
+
+def _train_cv(args: argparse.Namespace) -> int:
+    """`train --cv K`: --cv and --cv-refit are command flags, never config fields, so no config.yaml records them."""
+    from tunesmith.recipes.cv import cross_validate
+    from tunesmith.run_folder import train_config
+    from tunesmith.summaries import cv_summary
+
+    if args.resume:
+        raise TunesmithError("--resume continues one run and cannot resume --cv; start the cross-validation again")
+    cfg = train_config(args.config, flag_values(args), resume=False)
+    refit = args.cv_refit is not False
+    result = cross_validate(cfg, args.cv, refit=refit, overwrite=args.overwrite, save=args.save)
+    print(cv_summary(result))
+    print(f"cross-validation folder: {cfg.output}")
     return 0
 
 
@@ -269,6 +376,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from tunesmith.recipes.tune import TuneConfig, load_search, summary_text, tune
+
+    if args.config and args.config_file and args.config != args.config_file:
+        raise TunesmithError("give the config file once: as CONFIG or as --config")
+    cfg, space = load_search(args.config_file or args.config, flag_values(args))
+    settings = TuneConfig(
+        study=args.study,
+        trials=args.trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        study_name=args.study_name,
+        pruner=args.pruner,
+        refit=not args.no_refit,
+    )
+    print(summary_text(tune(cfg, space, settings, overwrite=args.overwrite, resume=args.resume)))
+    return 0
+
+
 def cmd_models(_: argparse.Namespace) -> int:
     from tunesmith.models.registry import describe_aliases
 
@@ -297,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         "generate": cmd_generate,
         "chat": cmd_chat,
         "export": cmd_export,
+        "tune": cmd_tune,
+        "advise": cmd_advise,
     }
     try:
         if args.command != "models":
