@@ -1,6 +1,6 @@
 """Are `tunesmith advise`'s estimates right? Its peak-memory estimate and measured epoch time against real runs.
 
-For each model x method pair, `advise` is asked about the data (in this process), then the run it describes
+For each model x method pair, `tunesmith advise` is asked about the data, then the run it describes
 is trained for one epoch by `tunesmith train` in a child process (baselines off): the child's peak RSS is
 compared with the memory estimate, and the seconds its optimizer steps took (log.jsonl) with the epoch time
 advise measured from a few steps. Prints one row per pair with both errors, and the CPU.
@@ -18,8 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tunesmith.advise import AdviseConfig, Option, advise
-from tunesmith.config import RunConfig
+from tunesmith.advise import Option
 from tunesmith.data.io import write_table
 from tunesmith.demo import chatterbot_table, reviews_table
 from tunesmith.demo_sft import chatterbot_conversations
@@ -57,11 +56,11 @@ def _table(frame, path: Path) -> Path:
     return path
 
 
-def estimate(task: str, data: Path, model: str, method: str) -> Option:
-    cfg = RunConfig(task=task)
-    cfg.data.train = str(data)
-    advice = advise(cfg, AdviseConfig(models=[model], methods=[method], time=None))
-    return next(o for o in advice.options if o.method == method)
+def estimate(task: str, data: Path, model: str, method: str, out: Path) -> Option:
+    """`tunesmith advise` in its own process, as a user runs it: its memory baseline is a fresh process's."""
+    args = [TUNESMITH, "advise", str(data), "--task", task, "--models", model, "--methods", method, "--time", "none"]
+    subprocess.run([*args, "--json", str(out), "--overwrite"], check=True, capture_output=True)
+    return Option(**json.loads(out.read_text())["options"][0])
 
 
 def measure(task: str, data: Path, option: Option, out: Path) -> tuple[float, float]:
@@ -98,7 +97,7 @@ def main() -> None:
         if args.pair and index not in args.pair:
             continue
         data = write_data(name, work, args.rows)
-        option = estimate(task, data, model, method)
+        option = estimate(task, data, model, method, work / f"advice-{index}.json")
         peak, seconds = measure(task, data, option, work / f"run-{index}")
         mem, sec = option.memory["total"], option.epoch_seconds or 0.0
         print(

@@ -127,3 +127,39 @@ def test_budgets_rule_options_out_with_their_reason(
 def test_advise_without_data_or_with_a_bad_method_is_one_line(cli: Callable[..., Result], intents_csv: Path) -> None:
     one_error_line(cli("advise"), "--train")
     one_error_line(cli("advise", intents_csv, "--methods", "magic"), "--methods", "magic")
+
+
+def test_the_printed_command_carries_every_setting_the_advice_was_given() -> None:
+    """Before: the label separator, encoding, split sizes and --trust-remote-code were dropped, and a needed
+    length equal to the user's --max-length was left out (train would then use its own default)."""
+    from tunesmith.config import RunConfig
+
+    cfg = RunConfig(task="multilabel")
+    cfg.data.train, cfg.data.label_separator, cfg.data.encoding = "tags.csv", ";", "gb18030"
+    cfg.data.test_size, cfg.data.max_length, cfg.model.trust_remote_code = 0.3, 512, True
+    option = advise.Option("some/model", "lora", max_length=512, flags=["--method", "lora"])
+    args = shlex.split(advise.train_command(cfg, option))
+    for pair in (["--label-separator", ";"], ["--encoding", "gb18030"], ["--test-size", "0.3"]):
+        assert " ".join(pair) in " ".join(args)
+    assert "--trust-remote-code" in args and args[args.index("--max-length") + 1] == "512"
+    assert args.count("--max-length") == 1 and args[args.index("--task") + 1] == "multilabel"
+
+
+def test_qlora_is_refused_where_it_cannot_run(cli: Callable[..., Result], intents_csv: Path) -> None:
+    one_error_line(cli("advise", intents_csv, "--methods", "qlora"), "qlora", "--task sft", "CUDA")
+
+
+def test_advice_as_json(
+    cli: Callable[..., Result], intents_csv: Path, tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    out = tmp_path / "advice.json"
+    result = cli("advise", intents_csv, "--models", tiny_model, "--methods", "lora", "--steps", "1", "--json", out)
+    assert result.code == 0, result.err
+    advice = json.loads(out.read_text())
+    best = advice["options"][advice["recommended"]]
+    assert best["method"] == "lora" and best["memory"]["total"] > best["memory"]["weights"] > 0
+    assert best["epoch_seconds"] > 0 and "--method lora" in advice["command"]
+    one_error_line(cli("advise", intents_csv, "--models", tiny_model, "--json", out), "--json", "--overwrite")

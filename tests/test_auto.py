@@ -149,3 +149,19 @@ def test_the_saved_config_of_an_auto_run_trains_again_with_the_same_values(
     assert yaml.safe_load((again / "config.yaml").read_text())["train"] == yaml.safe_load(
         (first / "config.yaml").read_text()
     )["train"]
+
+
+def test_packed_sft_chooses_its_epochs_from_conversations_not_packed_sequences(tiny_lm: str, tmp_path: Path) -> None:
+    """Before: packed sequences were counted, and 640 short training conversations got several epochs, not 1."""
+    from test_generative_run import write_chats
+    from tunesmith.config import RunConfig
+    from tunesmith.recipes.generative import train_generative
+
+    cfg = RunConfig(task="sft", output=str(tmp_path / "run"))
+    cfg.data.train = str(write_chats(tmp_path / "chats.jsonl", 800))
+    cfg.data.max_length, cfg.data.chat.packing = 64, True
+    cfg.model.name, cfg.method.method = tiny_lm, "lora"
+    cfg.eval.baseline, cfg.eval.generate_max_rows, cfg.eval.max_new_tokens = False, 1, 2
+    metrics = train_generative(cfg)
+    assert metrics["auto"]["epochs"]["value"] == 1
+    assert metrics["auto"]["batch_size"]["value"] == 8

@@ -39,7 +39,8 @@ def test_a_healthy_run_has_no_warning_and_a_class_absent_from_validation_is_not_
 
 def test_for_a_loss_below_means_better() -> None:
     out = {"finetuned": {"validation": {}, "test": {"rmse": 0.9}}, "linear_probe": {"test": {"rmse": 0.5}}}
-    assert "below the linear probe" in run_warnings(out, "rmse", TRAIN)[0]
+    line = run_warnings(out, "rmse", TRAIN)[0]
+    assert "below the linear probe" in line and "--class-weights" not in line  # a regression has no classes
     out["finetuned"]["test"]["rmse"] = 0.4
     assert run_warnings(out, "rmse", TRAIN) == []
 
@@ -60,3 +61,13 @@ def test_a_run_that_never_predicts_its_rare_class_prints_and_records_the_warning
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["warnings"] and "never predicts" in saved["warnings"][0]
     assert "WARNING: the fine-tuned model never predicts" in result.out
+
+
+def test_the_suggested_length_is_one_the_run_accepts() -> None:
+    """Before: --epochs 0 for a half-epoch run, and --epochs for a run that --max-steps bounds."""
+    half = TrainConfig(lr=1e-4, batch_size=16, epochs=0.5, warmup_ratio=0.06, class_weights="balanced")
+    line = run_warnings(metrics([[5, 1, 0], [2, 6, 0], [1, 2, 0]], 0.7, None), "macro_f1", half)[0]
+    assert "--epochs 1" in line and "--class-weights" not in line  # already balanced
+    steps = TrainConfig(lr=1e-4, batch_size=16, epochs=0.0, max_steps=50, warmup_ratio=0.06)
+    line = run_warnings(metrics([[5, 1, 0], [2, 6, 0], [1, 2, 0]], 0.7, None), "macro_f1", steps)[0]
+    assert "--max-steps 100" in line and "--epochs" not in line

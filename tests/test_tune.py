@@ -25,7 +25,16 @@ from test_generative_run import write_chats
 from tunesmith.config import TRAIN, RunConfig, build_config, from_dict, load_yaml
 from tunesmith.errors import TunesmithError
 from tunesmith.outputs import check_output_folder
-from tunesmith.recipes.tune import Reporter, TuneConfig, default_space, load_search, parse_space, sample, tune
+from tunesmith.recipes.tune import (
+    Reporter,
+    TuneConfig,
+    default_space,
+    load_search,
+    open_storage,
+    parse_space,
+    sample,
+    tune,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -184,7 +193,7 @@ def test_a_search_prunes_a_trial_that_falls_behind_and_leaves_the_config_as_give
     assert summary["direction"] == "minimize" and summary["metric"] == "loss"
     assert summary["states"].get("PRUNED", 0) >= 1, summary["states"]
     pruned = [r for r in summary["trials"] if r["state"] == "PRUNED"]
-    assert all(r["params"]["lr"] == 1e-9 and r["note"].startswith("pruned at step") for r in pruned)
+    assert all(r["params"]["lr"] == 1e-9 and r["note"].startswith("pruned at evaluation") for r in pruned)
     assert summary["best"]["params"] == {"lr": 1e-2}
     assert sum(summary["states"].values()) == 5 and not (tmp_path / "study" / "best").exists()
 
@@ -229,6 +238,21 @@ def test_the_default_space_follows_the_method_and_keeps_what_the_config_sets() -
     assert (lora["lr"].low, lora["lr"].high) == (1e-4, 3e-3) and lora["lora-r"].choices == (4, 8, 16, 32)
     assert "epochs" not in lora  # set by the config: not searched
     assert lora["batch-size"].choices == (16, 32)  # multiples of --grad-accum only
+    lora_cfg.train.weight_decay, lora_cfg.method.lora_r = 0.0, 64  # before: searched all the same
+    assert {"weight-decay", "lora-r"}.isdisjoint(p.flag for p in default_space(lora_cfg))
+
+
+def test_overwrite_never_joins_or_deletes_a_study_in_a_shared_storage(tiny_lm: str, tmp_path: Path) -> None:
+    """Before: --overwrite emptied the folder, then silently continued the old study kept in --storage."""
+    journal = f"journal:{tmp_path / 'shared.log'}"
+    storage = open_storage(journal)
+    optuna.create_study(storage=storage, study_name="shared")
+    cfg = RunConfig(task="sft")
+    cfg.model.name, cfg.data.train = tiny_lm, str(write_chats(tmp_path / "chats.jsonl"))
+    settings = TuneConfig(study=str(tmp_path / "study"), trials=1, storage=journal, study_name="shared")
+    with pytest.raises(TunesmithError, match="already lives in --storage"):
+        tune(cfg, None, settings, overwrite=True)
+    assert optuna.get_all_study_names(storage) == ["shared"]
 
 
 @pytest.mark.parametrize(

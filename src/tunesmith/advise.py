@@ -12,6 +12,7 @@ command leaves learning rate, batch and epochs to `auto`, the same values this t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -50,7 +51,7 @@ class AdviseConfig:
         "too), lora, qlora (CUDA); default: full and lora",
     )
     memory: str | None = option(None, "memory budget, e.g. 8GB; default: this machine's free memory (or the GPU's)")
-    time: str | None = option("1h", "time budget for the whole training run, e.g. 30m, 2h, 900s")
+    time: str | None = option("1h", "time budget for the whole training run, e.g. 30m, 2h, 900s; none for no limit")
     steps: int = option(2, "optimizer steps timed at each of two lengths (after one warm-up step)")
 
     def validate(self) -> AdviseConfig:
@@ -228,7 +229,8 @@ def estimate_memory(
     inputs and outputs (about 10 hidden-size vectors and 2 intermediate-size ones) and, per head, the
     attention probabilities with their dropout (2 values and a 1-byte mask per key position).
     `vocab_logits` is the LM head's width for generative models (its logits, log-softmax and gradient
-    are held at once); `base` the process's own memory before any model is loaded."""
+    are held at once); `base` the process's own memory before any model is loaded. Under these sit the
+    `overhead` the bench measured."""
     act = 2 if precision in ("bf16", "fp16") else 4
     layers = _config_int(config, "num_hidden_layers", "n_layer", default=12)
     hidden = _config_int(config, "hidden_size", "n_embd", "d_model", default=768)
@@ -244,6 +246,10 @@ def estimate_memory(
         "activations": float(layers * per_layer),
         "logits": tokens * vocab_logits * 4.0 * 3,
     }
+    # What the parts above leave out (the allocator's slack, the copies a checkpoint save and the best-weights
+    # restore make): a fifth of the training parts, fitted on e5-small full fine-tuning by bench/advise.py and
+    # checked there on the other pairs.
+    parts["overhead"] = 0.2 * sum(v for k, v in parts.items() if k != "process")
     parts["total"] = sum(parts.values())
     return parts
 
@@ -268,7 +274,7 @@ def available_memory(device: Any) -> int:
     import torch
 
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
+        return torch.cuda.mem_get_info(device)[0]
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -386,13 +392,15 @@ def advise(cfg: RunConfig, settings: AdviseConfig) -> Advice:
     settings.validate()
     if cfg.task == "seq2seq":
         raise TunesmithError("advise covers classification, regression, multilabel and sft; not seq2seq yet")
-    cfg = cfg.resolved(data_only=True)
+    given, cfg = cfg, cfg.resolved(data_only=True)
     device = pick_device(cfg.train.device)
     generative = is_generative(cfg.task)
-    base = process_memory()
+    if "qlora" in (settings.methods or []) and not (generative and device.type == "cuda"):
+        raise TunesmithError("--methods qlora needs --task sft on a CUDA GPU (4-bit weights come from bitsandbytes)")
+    base = process_memory() if device.type == "cpu" else 0  # on a GPU the budget is the GPU's own memory
     facts = read_facts(cfg)
     memory = parse_size(settings.memory) if settings.memory else available_memory(device)
-    seconds = parse_duration(settings.time) if settings.time else None
+    seconds = parse_duration(settings.time) if settings.time not in (None, "none") else None
     names = settings.models or list(CAUSAL_CANDIDATES if generative else ENCODER_CANDIDATES)
     methods = settings.methods or default_methods(device, generative)
     options: list[Option] = []
@@ -401,7 +409,7 @@ def advise(cfg: RunConfig, settings: AdviseConfig) -> Advice:
     ranked = sorted(options, key=lambda o: _rank(o, generative))
     best = ranked[0] if ranked and ranked[0].ok else None
     reasons = _reasons(best, ranked, facts, memory, seconds) if best else []
-    command = train_command(cfg, best) if best else ""
+    command = train_command(given, best) if best else ""
     return Advice(facts, ranked, best, reasons, command, memory, seconds, str(device))
 
 
@@ -454,7 +462,11 @@ def model_options(
     unreadable = tokens.reads(facts.script)
     if unreadable:
         return [Option(name, "-", refused=f"cannot read your text: {unreadable}")]
-    model, labels = _load(cfg, path, tokenizer, facts)
+    try:
+        model, labels = _load(cfg, path, tokenizer, facts)
+    except TunesmithError as e:
+        return [Option(name, "-", refused=f"does not load for --task {cfg.task}: {e}")]
+    model = model.to(device)
     length = needed_length(tokens.lengths, position_limit(model), cfg.data.max_length)
     out = []
     for method in methods:
@@ -534,6 +546,8 @@ def _fill(
     )
     if option.method == "qlora":
         option.memory["weights"] = option.params * 0.6  # 4-bit NF4 blocks with their scales, and fp32 norms
+        option.memory["total"] = sum(v for k, v in option.memory.items() if k != "total")
+        option.notes.append("timed on the unquantised model; 4-bit steps are slower")
     if memory and option.memory["total"] > memory:
         option.refused = f"needs about {_gb(option.memory['total'])} of {_gb(memory)}"
         return
@@ -602,20 +616,14 @@ def _reasons(best: Option, ranked: list[Option], facts: DataFacts, memory: int, 
 
 
 def train_command(cfg: RunConfig, best: Option) -> str:
+    """`tunesmith train` with every data, model and device setting the advice was given, and its choice."""
     import shlex
 
-    d = cfg.data
-    args = ["tunesmith", "train", "--task", cfg.task, "--model", best.model, "--train", d.train]
-    for flag, value in (("--validation", d.validation), ("--test", d.test)):
-        if value:
-            args += [flag, value]
-    if d.text_columns != ["text"]:
-        for column in d.text_columns:
-            args += ["--text-column", column]
-    if d.label_columns != ["label"] and cfg.task != "sft":
-        for column in d.label_columns:
-            args += ["--label-column", column]
-    if best.max_length != cfg.data.max_length:
+    from tunesmith.config import ADVISE, command_line, default_max_length
+
+    args = ["tunesmith", "train", "--task", cfg.task, "--model", best.model]
+    args += command_line(cfg, ADVISE, leave_out=("task", "data.max_length"))
+    if best.max_length != default_max_length(cfg.task):
         args += ["--max-length", str(best.max_length)]
     args += best.flags
     if best.precision != "fp32":
@@ -623,6 +631,22 @@ def train_command(cfg: RunConfig, best: Option) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", f"{best.model.split('/')[-1]}-{best.method}".lower()).strip("-")
     args += ["--output", f"runs/{slug}"]
     return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def to_json(advice: Advice) -> dict[str, Any]:
+    """The advice as data (`--json`): the table's rows with every estimate, the choice and the command."""
+    facts = dataclasses.asdict(advice.facts)
+    facts.pop("texts")
+    return {
+        "data": facts,
+        "device": advice.device,
+        "memory_budget": advice.memory_budget,
+        "time_budget": advice.time_budget,
+        "options": [dataclasses.asdict(o) for o in advice.options],
+        "recommended": None if advice.best is None else advice.options.index(advice.best),
+        "reasons": advice.reasons,
+        "command": advice.command,
+    }
 
 
 def render(advice: Advice) -> str:

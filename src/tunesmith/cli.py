@@ -173,6 +173,8 @@ def _advise_parser(sub: argparse._SubParsersAction) -> None:
         "few training steps on this machine, ranks model x method x precision, and prints the train command.",
     )
     advise.add_argument("file", nargs="?", help="the training file (same as --train)")
+    advise.add_argument("--json", help="also write the advice, every estimate included, to this JSON file")
+    advise.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     group = advise.add_argument_group("advice options")
     for f in dataclasses.fields(AdviseConfig):
         kwargs = {"nargs": "+"} if f.name in ("models", "methods") else {"type": type(f.default)}
@@ -186,15 +188,23 @@ def _advise_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_advise(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from tunesmith.advise import AdviseConfig, advise, render
+    from tunesmith.advise import AdviseConfig, advise, render, to_json
     from tunesmith.config import ADVISE
+    from tunesmith.outputs import check_output_file
+    from tunesmith.utils import atomic_write_json
 
     flags = flag_values(args)
     if args.file:
         flags.setdefault("data", {})["train"] = args.file
     cfg = build_config(None, flags, ADVISE)
+    if args.json:  # checked before the models load, not after
+        inputs = [cfg.data.train, cfg.data.validation, cfg.data.test]
+        check_output_file(Path(args.json), inputs, args.overwrite, "--json")
     settings = AdviseConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AdviseConfig)})
-    print(render(advise(cfg, settings)))
+    advice = advise(cfg, settings)
+    print(render(advice))
+    if args.json:
+        atomic_write_json(Path(args.json), to_json(advice))
     return 0
 
 

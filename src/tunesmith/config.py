@@ -312,6 +312,34 @@ def _auto_or(base: type) -> Any:
     return parse
 
 
+def command_line(cfg: RunConfig, command: CommandFlags, leave_out: tuple[str, ...] = ()) -> list[str]:
+    """The flags that give `cfg`'s values to `command` where they differ from its defaults: what a printed
+    command must carry to do what the config says. Fields left to `auto` (None) need no flag."""
+    defaults = from_dict(command.base())
+    out: list[str] = []
+    for path, f, _ in _leaf_fields(RunConfig):
+        dotted = ".".join(path)
+        if not command.wants(path) or dotted in leave_out:
+            continue
+        value, default = _get(cfg, path), _get(defaults, path)
+        if value == default or value is None:
+            continue
+        name = flag_name(path, f)
+        if isinstance(value, bool):
+            out.append(f"--{name}" if value else f"--no-{name}")
+        elif isinstance(value, list):
+            out += [part for item in value for part in (f"--{name}", str(item))]
+        else:
+            out += [f"--{name}", str(value)]
+    return out
+
+
+def _get(cfg: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Merge parsed flags (dotted dests) into a nested YAML dict; flags win."""
     return merge(raw, flag_values(args))

@@ -42,7 +42,9 @@ def sft_demo_config(output: str, quick: bool = False) -> RunConfig:
     cfg.model.name = "smollm2-135m-instruct"
     cfg.method.method = "lora"
     cfg.method.lora_r, cfg.method.lora_alpha, cfg.method.lora_dropout = 16, 32, 0.05
-    # Learning rate, batch and epochs are tunesmith's `auto` choices (5e-4, 8, 1 on 741 conversations).
+    # Learning rate, batch and epochs are tunesmith's `auto` choices (5e-4, 8, 1 on 741 conversations). The
+    # README's figures were measured with 5 % warmup, before auto's 6 % (6 instead of 5 of 93 steps).
+    cfg.train.warmup_ratio = 0.05
     cfg.train.eval_batch_size = 16
     cfg.eval.generate_max_rows = 16 if quick else 48
     cfg.eval.max_new_tokens = 40

@@ -7,6 +7,7 @@ headline accuracy would ship such a model. Each warning says what to try.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tunesmith.evaluate.metrics import LOWER_IS_BETTER
@@ -15,10 +16,11 @@ from tunesmith.evaluate.metrics import LOWER_IS_BETTER
 def run_warnings(metrics: dict[str, Any], metric: str, train: Any) -> list[str]:
     """`metrics` is a classifier run's metrics.json content; `train` its resolved train section."""
     tuned = metrics["finetuned"]
-    out = [_never_predicted(tuned["validation"], train)] if "confusion_matrix" in tuned["validation"] else []
+    classes = "confusion_matrix" in tuned["validation"]  # single-label classification: its classes can be weighted
+    out = [_never_predicted(tuned["validation"], train)] if classes else []
     probe = metrics.get("linear_probe", {}).get("test", {})
     if metric in probe and metric in tuned["test"]:
-        out.append(_below_probe(tuned["test"][metric], probe[metric], metric, train))
+        out.append(_below_probe(tuned["test"][metric], probe[metric], metric, train, classes))
     return [w for w in out if w]
 
 
@@ -34,25 +36,28 @@ def _never_predicted(validation: dict[str, Any], train: Any) -> str:
         return ""
     return (
         f"the fine-tuned model never predicts {', '.join(missed)} on the validation split; "
-        f"try {_remedies(train)}"
+        f"try {_remedies(train, True)}"
     )
 
 
-def _below_probe(tuned: float, probe: float, metric: str, train: Any) -> str:
+def _below_probe(tuned: float, probe: float, metric: str, train: Any, classes: bool) -> str:
     worse = tuned > probe if metric in LOWER_IS_BETTER else tuned < probe
     if not worse:
         return ""
     return (
         f"the fine-tuned model ({metric} {tuned:.4f} on test) ends below the linear probe on the base model's "
-        f"frozen features ({probe:.4f}); try {_remedies(train)}"
+        f"frozen features ({probe:.4f}); try {_remedies(train, classes)}"
     )
 
 
-def _remedies(train: Any) -> str:
+def _remedies(train: Any, classes: bool) -> str:
     tries = []
-    if getattr(train, "class_weights", "none") != "balanced":
+    if classes and train.class_weights != "balanced":
         tries.append("--class-weights balanced")
     tries.append(f"--lr {train.lr * 2:g} or {train.lr / 2:g}")
-    tries.append(f"--epochs {int(train.epochs or 1) * 2}")
+    if train.max_steps:  # the steps bound the run, so more epochs would change nothing
+        tries.append(f"--max-steps {train.max_steps * 2}")
+    else:
+        tries.append(f"--epochs {max(1, math.ceil(train.epochs * 2))}")
     tries.append("or `tunesmith tune` to search")
     return ", ".join(tries)

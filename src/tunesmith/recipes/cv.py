@@ -228,6 +228,7 @@ def _fold_record(number: int, train_rows: int, held_out_rows: int, metrics: dict
         "steps": tuned["steps"],
         "held_out": _numbers(tuned["test"]),
         "validation": _numbers(tuned["validation"]),
+        "auto": {name: c["value"] for name, c in metrics.get("auto", {}).items()},  # each fold chooses for its rows
     }
 
 

@@ -101,7 +101,8 @@ def _train(
     train = _encode_train(lm, splits.train, cfg)
     validation = lm.encode(splits.validation, source="validation")
     test = lm.encode(splits.test, source="test")
-    chosen = choose_auto(cfg, base, len(train), True)
+    # Conversations, not packed sequences: epochs are passes over the data, whatever packing does to the steps.
+    chosen = choose_auto(cfg, base, len(splits.train), True)
     folder.create(cfg, fingerprint(cfg), auto_notes(chosen))
     record = auto_record(folder, chosen)  # written now: a run killed before its end resumes with it
     if is_main_process() and not folder.resume:

@@ -290,12 +290,23 @@ def default_space(cfg: RunConfig) -> list[Param]:
     }
     if method in LORA_FAMILY:
         raw["lora-r"] = [4, 8, 16, 32]
-    for name in ("lr", "batch_size", "epochs", "warmup_ratio"):
-        if getattr(cfg.train, name) is not None:
-            flag = name.replace("_", "-")
-            log.info("search: --%s is set to %s by the config: not searched", flag, getattr(cfg.train, name))
+    # A value the config sets itself (an auto field given a number, or any other field moved off its default) is
+    # the user's choice: it is kept, not searched.
+    fields, defaults = _fields(), RunConfig()
+    for flag in list(raw):
+        path = fields[flag].path
+        value, default = _get(cfg, path), _get(defaults, path)
+        if value is not None and value != default:
+            log.info("search: --%s is set to %s by the config: not searched", flag, value)
             raw.pop(flag)
     return parse_space(raw)
+
+
+def _get(cfg: RunConfig, path: tuple[str, ...]) -> Any:
+    value: Any = cfg
+    for part in path:
+        value = getattr(value, part)
+    return value
 
 
 def check_space(cfg: RunConfig, space: list[Param]) -> None:
@@ -401,7 +412,7 @@ class _Search:
         try:
             cfg.validate()
         except TunesmithError as e:  # a combination only, e.g. a batch size that is no multiple of grad-accum
-            return self.failed(trial, f"invalid combination: {e}")
+            return self.failed(trial, f"invalid combination: {e}", counts=False)
         reporter = Reporter(trial, self.metric)
         try:
             recipes.train(cfg, data=self.data, save="none", on_evaluate=reporter)
@@ -409,7 +420,7 @@ class _Search:
             return self.failed(trial, str(e).splitlines()[0])
         self.failures = 0
         if reporter.pruned_at is not None:
-            raise optuna.TrialPruned(f"pruned at step {reporter.pruned_at}")
+            raise optuna.TrialPruned(f"pruned at evaluation {reporter.evaluations} (step {reporter.pruned_at})")
         if reporter.best is None:
             return self.failed(trial, f"every validation {self.metric} was NaN")
         return reporter.best
@@ -418,11 +429,13 @@ class _Search:
         """trials.csv after every trial (an Optuna callback), so a long search can be watched and a killed one read."""
         write_trials_csv(_trial_rows(study), self.folder / "trials.csv")
 
-    def failed(self, trial: optuna.Trial, why: str) -> float:
+    def failed(self, trial: optuna.Trial, why: str, counts: bool = True) -> float:
         """Record why; NaN makes Optuna mark the trial FAIL and go on, without a traceback for an expected
         outcome. The same error trial after trial (a model that will not load) stops the search instead."""
         trial.set_user_attr("error", why)
         log.warning("trial %d failed: %s", trial.number, why)
+        if not counts:  # a draw from a space that is partly invalid says nothing about the next draw
+            return float("nan")
         self.failures += 1
         if self.failures >= FAILURES_IN_A_ROW:
             self.gave_up = f"{self.failures} trials in a row failed; the last: {why}"
@@ -631,7 +644,7 @@ def _trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         note = t.user_attrs.get("error", "")
         if t.state == TrialState.PRUNED:
-            note = f"pruned at step {t.last_step}"
+            note = f"pruned at evaluation {t.last_step}"
         rows.append(
             {
                 "number": t.number,
@@ -770,13 +783,20 @@ def tune(
             folder / "best",
         )
     metric = default_metric(cfg)
-    data = recipes.prepare(cfg)  # once, for every trial and the refit
-
     url = _storage_url(settings, marker)
     name = settings.study_name or (marker or {}).get("study_name") or folder.absolute().name
+    storage = open_storage(url) if url else None
+    if overwrite and storage is not None and name in optuna.get_all_study_names(storage):
+        # The folder is ours to replace; a study in a shared database may be other workers' too.
+        raise TunesmithError(
+            f"--overwrite starts afresh, but study {name!r} already lives in --storage {_shown(url)}, which "
+            "tunesmith does not delete: pass a new --study-name, or --resume to continue it"
+        )
+    data = recipes.prepare(cfg)  # once, for every trial and the refit
+
     if marker is None:
         _make_folder(folder, name, url)
-    storage = open_storage(url or f"sqlite:///{(folder / 'study.db').absolute()}")
+    storage = storage or open_storage(f"sqlite:///{(folder / 'study.db').absolute()}")
     seed = cfg.train.seed if settings.seed is None else settings.seed
     study = _open_study(storage, name, settings, seed, _setup(cfg, params, metric))
     search = _Search(copy.deepcopy(cfg), params, folder, data, metric)
