@@ -426,7 +426,14 @@ def test_every_yaml_example_in_the_readmes_is_a_valid_config() -> None:
         for block in re.findall(r"```yaml\n(.*?)```", (root / name).read_text(encoding="utf-8"), flags=re.S)
     ]
     assert len(blocks) >= 3
+    from tunesmith.recipes.tune import parse_space
+
     for block in blocks:
         raw = yaml.safe_load(block)
+        space = raw.pop("search", None)  # what `tunesmith tune` reads beside the run config
+        if space is not None:
+            assert parse_space(space)
+        if not raw:  # a block that shows only a search space
+            continue
         raw.setdefault("data", {})["train"] = raw["data"].get("train") or "data.csv"
         from_dict(raw, "README").validate()

@@ -412,7 +412,7 @@ class _Search:
         try:
             cfg.validate()
         except TunesmithError as e:  # a combination only, e.g. a batch size that is no multiple of grad-accum
-            return self.failed(trial, f"invalid combination: {e}", counts=False)
+            return self.failed(trial, f"invalid combination: {e}")
         reporter = Reporter(trial, self.metric)
         try:
             recipes.train(cfg, data=self.data, save="none", on_evaluate=reporter)
@@ -429,13 +429,11 @@ class _Search:
         """trials.csv after every trial (an Optuna callback), so a long search can be watched and a killed one read."""
         write_trials_csv(_trial_rows(study), self.folder / "trials.csv")
 
-    def failed(self, trial: optuna.Trial, why: str, counts: bool = True) -> float:
+    def failed(self, trial: optuna.Trial, why: str) -> float:
         """Record why; NaN makes Optuna mark the trial FAIL and go on, without a traceback for an expected
         outcome. The same error trial after trial (a model that will not load) stops the search instead."""
         trial.set_user_attr("error", why)
         log.warning("trial %d failed: %s", trial.number, why)
-        if not counts:  # a draw from a space that is partly invalid says nothing about the next draw
-            return float("nan")
         self.failures += 1
         if self.failures >= FAILURES_IN_A_ROW:
             self.gave_up = f"{self.failures} trials in a row failed; the last: {why}"
