@@ -131,8 +131,9 @@ class RunFolder:
             self.lock = None
 
 
-def _lock(final: Path) -> FileLock:
-    """One process at a time writes a run folder: a second would train into the same checkpoints."""
+def lock_folder(final: Path) -> FileLock:
+    """One process at a time writes a run folder (or a folder of runs): a second would train into the same
+    checkpoints."""
     final.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(final.with_name(f".{final.name}.lock"))
     try:
@@ -169,7 +170,7 @@ def plan_run_folder(
         work = staging
     else:
         work = final  # a new run, or an empty folder: written in place, nothing replaced
-    return RunFolder(final, work, resume=resume, save=save, lock=_lock(final))
+    return RunFolder(final, work, resume=resume, save=save, lock=lock_folder(final))
 
 
 def _resume_target(final: Path, staging: Path, output: str | Path) -> Path:

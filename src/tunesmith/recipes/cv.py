@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from filelock import FileLock, Timeout
 
 from tunesmith.config import RunConfig
 from tunesmith.data.dataset import Splits
@@ -32,7 +31,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.outputs import check_inputs_outside, check_output_folder, foreign_entries, staged_output
 from tunesmith.recipes.classifier import ClassifierData, prepare_classifier_data, train_run
 from tunesmith.rows import each_row_name, label_text
-from tunesmith.run_folder import SAVE_POLICIES, run_inputs
+from tunesmith.run_folder import SAVE_POLICIES, lock_folder, run_inputs
 from tunesmith.tasks import CLASSIFIER, task_info
 from tunesmith.utils import atomic_write_json, atomic_write_text
 
@@ -137,15 +136,7 @@ def _check_runs_inside(out: Path) -> None:
 @contextlib.contextmanager
 def _locked(out: Path) -> Iterator[None]:
     """One process at a time writes OUT; the lock is the one a plain run into OUT takes, so they exclude each other."""
-    final = out.absolute()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(final.with_name(f".{final.name}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise TunesmithError(
-            f"another tunesmith process is writing {out}; wait for it to finish or pick another --output"
-        ) from None
+    lock = lock_folder(out.absolute())
     try:
         yield
     finally:
