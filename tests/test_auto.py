@@ -146,9 +146,10 @@ def test_the_saved_config_of_an_auto_run_trains_again_with_the_same_values(
     result = cli("train", str(first / "config.yaml"), "--output", str(again))
     assert result.code == 0, result.err
     assert "auto:" not in result.err  # every value is concrete in a saved config
-    assert yaml.safe_load((again / "config.yaml").read_text())["train"] == yaml.safe_load(
-        (first / "config.yaml").read_text()
-    )["train"]
+    assert (
+        yaml.safe_load((again / "config.yaml").read_text())["train"]
+        == yaml.safe_load((first / "config.yaml").read_text())["train"]
+    )
 
 
 def test_packed_sft_chooses_its_epochs_from_conversations_not_packed_sequences(tiny_lm: str, tmp_path: Path) -> None:

@@ -84,7 +84,13 @@ def test_cli_generate_evaluate_and_export_merge(tiny_lm: str, tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert "base model" in printed and "fine-tuned" in printed
     merged = tmp_path / "merged"
-    assert main(["export", run, "--merge", "--output", str(merged)]) == 0
+    assert main(["export", run, "--output", str(merged)]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(merged), "--prompt", "hello how are you 3", "--max-new-tokens", "5"]) == 0
+    from_export = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert from_export["answer"] == out["answer"]  # the export answers as the run does (greedy)
+    assert main(["evaluate", str(merged)]) == 0  # its own recorded test split, carried from the run
+    assert "fine-tuned" in capsys.readouterr().out
     from transformers import AutoModelForCausalLM
 
     plain = AutoModelForCausalLM.from_pretrained(merged).eval()

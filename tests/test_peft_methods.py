@@ -167,7 +167,8 @@ def test_a_new_pooler_trains_saves_and_reloads_exactly(bert_without_pooler: str,
     for seed in (1, 2):  # each load initialises the missing weights from another draw
         torch.manual_seed(seed)
         with torch.no_grad():
-            loads.append(load_trained(tmp_path, bert_without_pooler, HEAD, cfg, method).eval()(**inputs).logits)
+            loaded = load_trained(tmp_path / "model", bert_without_pooler, HEAD, cfg, method).eval()
+            loads.append(loaded(**inputs).logits)
     assert torch.equal(loads[0], trained) and torch.equal(loads[1], trained)
 
 
@@ -179,6 +180,6 @@ def test_an_adapter_without_the_new_weights_is_refused_at_load(bert_without_pool
     base = AutoModelForSequenceClassification.from_pretrained(bert_without_pooler, **HEAD)
     get_peft_model(base, LoraConfig(task_type="SEQ_CLS")).save_pretrained(tmp_path / "model")
     with pytest.raises(TunesmithError) as caught:
-        load_trained(tmp_path, bert_without_pooler, HEAD, ModelConfig(name=bert_without_pooler), "lora")
+        load_trained(tmp_path / "model", bert_without_pooler, HEAD, ModelConfig(name=bert_without_pooler), "lora")
     message = str(caught.value)
     assert "\n" not in message and "bert.pooler.dense" in message and "train this run again" in message

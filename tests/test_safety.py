@@ -174,6 +174,8 @@ def test_export_never_replaces_the_run_or_an_unrelated_folder(
     one_error_line(cli("export", "run", "--output", "exported"), "already exists", "--overwrite")
     assert cli("export", "run", "--output", "exported", "--overwrite").code == 0
     one_error_line(cli("export", "run", "--output", "run.old", "--overwrite"), "not a folder tunesmith made")
+    one_error_line(cli("export", "run", "--format", "onnx", "--output", "onnx"), "covers classifier runs")
+    assert not (tmp_path / "onnx").exists()
 
 
 def test_predict_never_writes_over_its_input(cli: Callable[..., Result], tiny_model: str, tmp_path: Path) -> None:
@@ -440,13 +442,6 @@ def test_data_inspect_report_never_replaces_a_data_file(
     assert (tmp_path / "intents.csv").read_bytes() == before
     assert cli(*base, "--report", "report.html").code == 0
     one_error_line(cli(*base, "--report", "report.html"), "--overwrite")
-
-
-def test_export_of_a_classifier_run_is_one_line(cli: Callable[..., Result], tiny_model: str, tmp_path: Path) -> None:
-    write_intents(tmp_path / "intents.csv")
-    assert cli(*train_args(tiny_model, "intents.csv", "run", *FAST)).code == 0
-    one_error_line(cli("export", "run", "--output", "exported"), "sft and seq2seq runs")
-    assert not (tmp_path / "exported").exists()
 
 
 def test_predict_gives_the_users_columns_back_byte_for_byte(

@@ -32,7 +32,10 @@ EPILOG = """examples:
   tunesmith train --task sft --model smollm2-135m-instruct --train chats.jsonl --method lora --output runs/chat
   tunesmith generate runs/chat --prompt "How do I reset my password?"
   tunesmith chat runs/chat
-  tunesmith export runs/chat --merge --output merged/
+  tunesmith export runs/chat --output merged/
+  tunesmith export runs/x --format onnx-int8 --output shipped/   (checked against PyTorch on the run's test rows)
+  tunesmith export runs/chat --format gguf --output chat-gguf/   (then: cd chat-gguf && ollama create chat -f Modelfile)
+  tunesmith compress runs/x --output runs/x-small                 (fp32, ONNX and int8 side by side, measured)
 """
 
 _TRUST = "run code shipped with the run's model (only for models you trust; a run folder never turns this on)"
@@ -103,17 +106,38 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("run", help="run folder written by `tunesmith train --task sft`")
     _sampling_flags(chat)
 
-    export = sub.add_parser("export", help="save a trained run as a plain transformers model")
+    export = sub.add_parser("export", help="save a trained run as a transformers, ONNX or GGUF model, checked")
     export.add_argument("run", help="run folder written by `tunesmith train`")
     export.add_argument("--output", required=True, help="folder for the exported model (never the run itself)")
+    export.add_argument(
+        "--format",
+        default="merged",
+        choices=("merged", "onnx", "onnx-int8", "gguf", "gguf-q8_0"),
+        help="merged: a plain transformers folder, any adapter folded in; onnx / onnx-int8: classifiers for "
+        "ONNX Runtime, checked against PyTorch on the run's test rows; gguf (F16) / gguf-q8_0: an sft run on a "
+        "Llama or Qwen2 model as model.gguf with an Ollama Modelfile, checked against the run on its test "
+        "conversations",
+    )
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output")
-    export.add_argument("--merge", action="store_true", help="fold a LoRA/DoRA/IA3 adapter into the base weights")
     _run_flags(export)
+
+    compress = sub.add_parser("compress", help="export a classifier run in several formats and measure each")
+    compress.add_argument("run", help="classifier run folder written by `tunesmith train`")
+    compress.add_argument("--output", required=True, help="folder for the exports and compression.json")
+    compress.add_argument(
+        "--formats",
+        nargs="+",
+        default=["onnx", "onnx-int8"],
+        choices=("merged", "onnx", "onnx-int8"),
+        help="exports to measure beside the run",
+    )
+    compress.add_argument("--overwrite", action="store_true", help="replace an earlier compress --output")
 
     evaluate = sub.add_parser("evaluate", help="score a trained run on any labelled file")
     evaluate.add_argument("run", help="run folder written by `tunesmith train`")
     evaluate.add_argument(
-        "--test", required=True, help="labelled file (or conversations, for sft/seq2seq) in the run's columns"
+        "--test",
+        help="labelled file (or conversations, for sft/seq2seq) in the run's columns (default: the run's test split)",
     )
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
@@ -368,8 +392,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from tunesmith.export import export_run
 
-    out = export_run(args.run, args.output, args.merge, args.overwrite, args.device, args.trust_remote_code)
-    print(f"exported to {out} (load it with transformers' from_pretrained)")
+    done = export_run(args.run, args.output, args.format, args.overwrite, args.device, args.trust_remote_code)
+    print(done.summary())
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from tunesmith.export.compare import compress_run, compression_table
+
+    table = compress_run(args.run, args.output, args.formats, args.overwrite)
+    print(compression_table(table))
+    print(f"written to {args.output}/compression.json")
     return 0
 
 
@@ -433,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate": cmd_generate,
         "chat": cmd_chat,
         "export": cmd_export,
+        "compress": cmd_compress,
         "tune": cmd_tune,
         "advise": cmd_advise,
     }

@@ -21,20 +21,23 @@ import torch
 from torch import nn
 
 from tunesmith.config import RunConfig
-from tunesmith.data.chat import Conversation, load_conversations
-from tunesmith.data.dataset import load_file, select_rows
+from tunesmith.data.chat import ChatConfig, Conversation, load_conversations
+from tunesmith.data.dataset import load_file, records_frame, select_rows
 from tunesmith.data.io import read_table, write_table
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.config import MAX_NEW_TOKENS
 from tunesmith.evaluate.generative import LanguageModel, score
 from tunesmith.evaluate.scores import predict_scores
 from tunesmith.models.loading import PEFT_METHODS, load_adapter, load_lm, load_tokenizer, load_trained
+from tunesmith.models.onnx_runtime import OnnxClassifier, is_onnx_model
 from tunesmith.models.registry import resolve_model
 from tunesmith.outputs import check_output_file, write_json_file
-from tunesmith.run_folder import require_finished, run_config
+from tunesmith.run_folder import model_folder, require_finished, run_config, split_path
 from tunesmith.tasks import task_from_state, task_info
 from tunesmith.tasks.base import Task, encode_frame, encode_texts, make_examples, targets_of
 from tunesmith.utils import pick_device, seed_everything
+
+GGUF_FILE = "model.gguf"  # where a GGUF export (`tunesmith export --format gguf`) keeps its model
 
 
 @dataclass
@@ -116,22 +119,30 @@ def load_generative_run(run_dir: str | Path, device: str = "auto", trust_remote_
 def _open_classifier(run_dir: Path, cfg: RunConfig, device: str) -> ClassifierRun:
     require_finished(run_dir, "label_map.json")
     task = task_from_state(json.loads((run_dir / "label_map.json").read_text(encoding="utf-8")))
-    tokenizer = load_tokenizer(str(run_dir / "model"), cfg.model.trust_remote_code)
+    model_dir = model_folder(run_dir)
+    tokenizer = load_tokenizer(str(model_dir), cfg.model.trust_remote_code)
+    if is_onnx_model(model_dir):  # an export: ONNX Runtime on the CPU, whatever --device says
+        return ClassifierRun(cfg, task, OnnxClassifier(model_dir), tokenizer, torch.device("cpu"))
     base_path = resolve_model(cfg.model.name) if cfg.method.method != "full" else ""
     loader = task_info(cfg.task).load()
-    model = load_trained(run_dir, base_path, task.model_kwargs(), cfg.model, cfg.method.method, loader)
+    model = load_trained(model_dir, base_path, task.model_kwargs(), cfg.model, cfg.method.method, loader)
     dev = pick_device(device)
     return ClassifierRun(cfg, task, model.to(dev).eval(), tokenizer, dev)
 
 
 def _open_generative(run_dir: Path, cfg: RunConfig, device: str) -> GenerativeRun:
     dev = pick_device(device)
-    tokenizer = load_tokenizer(str(run_dir / "model"), cfg.model.trust_remote_code)
+    model_dir = model_folder(run_dir)
+    tokenizer = load_tokenizer(str(model_dir), cfg.model.trust_remote_code)
     if cfg.method.method in PEFT_METHODS:
         base = load_lm(resolve_model(cfg.model.name), cfg.model, cfg.task, cfg.method.method)
-        model = load_adapter(base, run_dir / "model")
+        model = load_adapter(base, model_dir)
+    elif (model_dir / GGUF_FILE).is_file():
+        # A GGUF export: read as any .gguf given to --model is, converted once to a cached transformers folder,
+        # so generate and chat run the weights exactly as the file rounds them.
+        model = load_lm(resolve_model(str(model_dir / GGUF_FILE)), cfg.model, cfg.task)
     else:
-        model = load_lm(str(run_dir / "model"), cfg.model, cfg.task)
+        model = load_lm(str(model_dir), cfg.model, cfg.task)
     lm = LanguageModel(model.to(dev).eval(), tokenizer, cfg.task, cfg.data.max_length, dev)
     return GenerativeRun(cfg, lm)
 
@@ -192,10 +203,19 @@ def _prediction_columns(described: list[dict[str, Any]], sep: str) -> dict[str, 
 
 
 def evaluate_file(run: ClassifierRun, test_path: str) -> dict[str, Any]:
-    frame = load_file(test_path, run.cfg.data, multilabel=run.task.name == "multilabel")
-    run.task.check(frame, test_path)
+    return evaluate_frame(run, load_file(test_path, run.cfg.data, multilabel=run.task.name == "multilabel"), test_path)
+
+
+def evaluate_frame(run: ClassifierRun, frame: pd.DataFrame, source: str) -> dict[str, Any]:
+    run.task.check(frame, source)
     examples = encode_frame(run.task, run.tokenizer, frame, run.cfg.data.max_length)
     return run.task.metrics(run.predict_examples(examples), targets_of(examples))
+
+
+def recorded_split(run_dir: str | Path, split: str) -> pd.DataFrame:
+    """A classifier run's own split, exactly the rows it was scored on (`splits/` in the run folder)."""
+    path = split_path(run_dir, split)
+    return records_frame([json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line])
 
 
 # --- generative runs ---------------------------------------------------------------------------------
@@ -264,10 +284,14 @@ def generate_answers(
     return [answer(run, [*run.opening(system), run.user_turn(p)], sampling) for p in prompts]
 
 
-def evaluate_generative(run: GenerativeRun, test_path: str, max_rows: int | None = None) -> dict[str, Any]:
-    """Base and fine-tuned scores on a test file; the base is the adapter switched off, or the original model."""
+def evaluate_generative(
+    run: GenerativeRun, test_path: str, max_rows: int | None = None, recorded: bool = False
+) -> dict[str, Any]:
+    """Base and fine-tuned scores on a test file; the base is the adapter switched off, or the original model.
+    A `recorded` split is already rendered (system prompt, template): it is read as plain messages."""
     cfg = run.cfg
-    convs, _ = load_conversations(test_path, cfg.data.chat, cfg.data.encoding)
+    chat = ChatConfig(format="messages") if recorded else cfg.data.chat
+    convs, _ = load_conversations(test_path, chat, "utf-8" if recorded else cfg.data.encoding)
     rows = convs[: (cfg.eval.generate_max_rows if max_rows is None else max_rows) or None]
     examples = run.lm.encode(convs, source=test_path)
     bs, new_tokens = cfg.train.eval_batch_size, cfg.eval.max_new_tokens
@@ -285,18 +309,26 @@ def evaluate_generative(run: GenerativeRun, test_path: str, max_rows: int | None
 
 def evaluate_run(
     run_dir: str | Path,
-    test_path: str,
+    test_path: str | None,
     device: str = "auto",
     trust_remote_code: bool = False,
     output: str | Path | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Scores of any finished run on a test file (a classifier's metrics, or a generative run's base and tuned),
-    also written to `output` when given; the output is checked before minutes of scoring, not after."""
+    """Scores of any finished run on a test file, or without one on the run's own test split (a classifier's
+    metrics, or a generative run's base and tuned), also written to `output` when given; the output is checked
+    before minutes of scoring, not after."""
     if output:
         write_json_file(Path(output), None, [run_dir, test_path], overwrite)
+    recorded = test_path is None
+    path = str(split_path(run_dir, "test")) if recorded else str(test_path)
     run = open_run(run_dir, device, trust_remote_code)
-    metrics = evaluate_generative(run, test_path) if isinstance(run, GenerativeRun) else evaluate_file(run, test_path)
+    if isinstance(run, GenerativeRun):
+        metrics = evaluate_generative(run, path, recorded=recorded)
+    elif recorded:
+        metrics = evaluate_frame(run, recorded_split(run_dir, "test"), f"{run_dir}'s test split")
+    else:
+        metrics = evaluate_file(run, path)
     if output:
         write_json_file(Path(output), metrics, [run_dir, test_path], overwrite)
     return metrics

@@ -53,7 +53,7 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
             "confusion_matrix.csv",
             "samples.jsonl",
             "fingerprint.json",
-            "splits.json",
+            "splits",
         }
     ),
     "prepared-data": frozenset(
@@ -68,6 +68,7 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
         }
     ),
     "export": frozenset(),
+    "compression": frozenset({"compression.json", "merged", "onnx", "onnx-int8"}),  # export/compare.py
     "cross-validation": frozenset(),  # fold-1 ... fold-K, final, cv.json ...: recorded in the marker
     # `tunesmith tune` (recipes/tune.py): its storage, trial runs, outputs, and the run folders it trains inside
     "study": frozenset(
@@ -248,9 +249,15 @@ def swap_in(new: Path, final: Path, kind: str) -> None:
 
 @contextlib.contextmanager
 def staged_output(
-    path: Path, kind: str, overwrite: bool, inputs: Iterable[str | Path | None] = (), flag: str = "--output"
+    path: Path,
+    kind: str,
+    overwrite: bool,
+    inputs: Iterable[str | Path | None] = (),
+    flag: str = "--output",
+    marker: dict[str, Any] | None = None,
 ) -> Iterator[Path]:
     """Yield an empty folder to write into; on success it replaces `path`, on failure it is removed.
+    `marker` adds fields to the folder's tunesmith.json (what an export was made from, say).
 
     Every check happens before the body runs, so a refused command has written nothing.
     """
@@ -260,7 +267,7 @@ def staged_output(
     try:
         yield work
         entries = sorted(p.name for p in work.iterdir())
-        write_marker(work, kind, **({"entries": entries} if not KNOWN_ENTRIES[kind] else {}))
+        write_marker(work, kind, **(marker or {}), **({"entries": entries} if not KNOWN_ENTRIES[kind] else {}))
         swap_in(work, path, kind)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

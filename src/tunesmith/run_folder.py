@@ -34,7 +34,7 @@ from tunesmith.outputs import (
     write_marker,
 )
 from tunesmith.train.checkpoint import complete_state
-from tunesmith.utils import atomic_write_json, is_main_process, replace_dir, sha256_file
+from tunesmith.utils import atomic_write_json, atomic_write_jsonl, is_main_process, replace_dir, sha256_file
 
 log = logging.getLogger("tunesmith")
 
@@ -269,6 +269,27 @@ def save_json(folder: Path, name: str, value: Any) -> None:
         atomic_write_json(folder / name, value)
 
 
+SPLITS_FOLDER = "splits"
+
+
+def save_splits(folder: Path, splits: dict[str, list[dict[str, Any]]]) -> None:
+    """The rows each split held, as the model saw them: a later export, comparison or distillation scores on
+    exactly the run's own test split even when the data file has changed or is gone."""
+    if is_main_process():
+        for name, rows in splits.items():
+            atomic_write_jsonl(folder / SPLITS_FOLDER / f"{name}.jsonl", rows)
+
+
+def split_path(run_dir: str | Path, split: str) -> Path:
+    path = Path(run_dir) / SPLITS_FOLDER / f"{split}.jsonl"
+    if not path.is_file():
+        raise TunesmithError(
+            f"{run_dir} keeps no record of its {split} split (a run trained before tunesmith kept one, or an "
+            f"export of one): pass the file to score on, --test FILE"
+        )
+    return path
+
+
 def run_config(run_dir: str | Path) -> RunConfig:
     """A finished run's config. The run's own `trust_remote_code` is ignored: a folder from someone else
     must never switch on remote code; only the user's own flag does (see `load_config_for_use`)."""
@@ -306,7 +327,24 @@ def run_inputs(cfg: RunConfig) -> list[str | None]:
     return [d.train, d.validation, d.test, *models]
 
 
+def is_export(folder: Path) -> bool:
+    marker = read_marker(folder)
+    return marker is not None and marker["kind"] == "export"
+
+
+def model_folder(run_dir: Path) -> Path:
+    """Where a finished run keeps its model: `model/` in a run, the folder itself in an export (a plain
+    transformers or ONNX folder that also carries the run's config.yaml and label map)."""
+    return run_dir if is_export(run_dir) else run_dir / "model"
+
+
 def require_finished(run_dir: Path, *needed: str) -> None:
+    if is_export(run_dir):
+        needed = tuple(n for n in needed if n != "model")
+        for name in ("config.yaml", *needed):
+            if not (run_dir / name).exists():
+                raise TunesmithError(f"{run_dir} is an export without its {name}; export the run again")
+        return
     for name in ("config.yaml", "model", *needed):
         if not (run_dir / name).exists():
             saved_nothing = name == "model" and (run_dir / "metrics.json").is_file()

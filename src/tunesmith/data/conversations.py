@@ -27,6 +27,11 @@ class ConversationSplits:
     validation: list[Conversation]
     test: list[Conversation]
 
+    def records(self) -> dict[str, list[dict[str, Conversation]]]:
+        """Each split's conversations as rendered for training (system prompt and template applied), in the
+        `messages` format any reader takes back."""
+        return {name: [{"messages": c} for c in getattr(self, name)] for name in ("train", "validation", "test")}
+
 
 def prompt_key(conv: Conversation) -> str:
     """Everything the model is shown: two rows with the same key ask the same thing."""

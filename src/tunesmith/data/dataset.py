@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from tunesmith.data.config import DataConfig
 from tunesmith.data.io import read_table
 from tunesmith.errors import TunesmithError
-from tunesmith.rows import join_text, label_text, plural_rows, row_names
+from tunesmith.rows import each_row_name, join_text, label_text, plural_rows, row_names
 
 log = logging.getLogger("tunesmith")
 
@@ -20,6 +22,25 @@ class Splits:
     train: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
+
+    def records(self, cfg: DataConfig) -> dict[str, list[dict[str, Any]]]:
+        """Each split's rows as scored (`text`, `label`), validation and test rows with where they sit in their
+        file; training rows may include augmented copies, which sit nowhere."""
+        out = {}
+        for name, source in (("train", None), ("validation", cfg.validation), ("test", cfg.test)):
+            frame = getattr(self, name)[[c for c in ("text", "label") if c in getattr(self, name)]]
+            if name != "train":
+                frame = frame.assign(row=each_row_name(source or cfg.train or "", frame.index))
+            out[name] = json.loads(frame.to_json(orient="records", force_ascii=False))
+        return out
+
+
+def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A split written by `Splits.records`, back as the frame it was (multilabel labels as tuples)."""
+    frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["text", "label"])
+    if "label" in frame and frame["label"].map(lambda v: isinstance(v, list)).any():
+        frame["label"] = frame["label"].map(tuple)
+    return frame
 
 
 def load_file(path: str, cfg: DataConfig, multilabel: bool, need_labels: bool = True) -> pd.DataFrame:

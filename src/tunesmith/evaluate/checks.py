@@ -35,8 +35,7 @@ def _never_predicted(validation: dict[str, Any], train: Any) -> str:
     if not missed:
         return ""
     return (
-        f"the fine-tuned model never predicts {', '.join(missed)} on the validation split; "
-        f"try {_remedies(train, True)}"
+        f"the fine-tuned model never predicts {', '.join(missed)} on the validation split; try {_remedies(train, True)}"
     )
 
 

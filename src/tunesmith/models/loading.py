@@ -185,8 +185,6 @@ def embedding_share(model: nn.Module) -> float:
     return model.get_input_embeddings().weight.numel() / total
 
 
-
-
 def apply_method(
     model: nn.Module, method: MethodConfig, freeze_embeddings: bool | None, task_type: str = "SEQ_CLS"
 ) -> nn.Module:
@@ -276,7 +274,7 @@ def trainable_summary(model: nn.Module) -> str:
 
 
 def load_trained(
-    run_dir: Path,
+    model_dir: Path,
     base_path: str,
     head: dict[str, Any],
     cfg: ModelConfig,
@@ -286,7 +284,6 @@ def load_trained(
     """The fine-tuned model of a run folder: a full model, or the base plus its peft adapter.
 
     `loader` is the task's (tasks.TaskInfo.loader): a sequence classifier unless the task says otherwise."""
-    model_dir = run_dir / "model"
     if method not in PEFT_METHODS:
         return loader(str(model_dir), head, cfg, None)
     return load_adapter(loader(base_path, head, cfg, None), model_dir)

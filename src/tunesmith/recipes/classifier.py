@@ -33,6 +33,7 @@ from tunesmith.run_folder import (
     fingerprint,
     save_json,
     save_model,
+    save_splits,
 )
 from tunesmith.tasks import build_task, task_info
 from tunesmith.tasks.base import Task, encode_frame, encode_texts, targets_of
@@ -176,6 +177,7 @@ def _save_data_record(folder: RunFolder, prepared: Prepared, task: Task, cfg: Ru
     if not is_main_process() or folder.resume:
         return
     save_json(folder.work, "data_manifest.json", prepared.manifest())
+    save_splits(folder.work, prepared.splits.records(cfg.data))
     if len(prepared.removed):
         write_table(with_label_cells(prepared.removed, cfg.data.label_separator), folder.work / "removed_rows.csv")
     save_json(folder.work, "label_map.json", task.state())

@@ -28,6 +28,7 @@ from tunesmith.run_folder import (
     fingerprint,
     save_json,
     save_model,
+    save_splits,
 )
 from tunesmith.tasks import task_info
 from tunesmith.tasks.sft import pack, set_chat_template
@@ -107,6 +108,7 @@ def _train(
     record = auto_record(folder, chosen)  # written now: a run killed before its end resumes with it
     if is_main_process() and not folder.resume:
         save_json(folder.work, "data_manifest.json", data.manifest)
+        save_splits(folder.work, splits.records())
         if data.removed:
             atomic_write_jsonl(folder.work / "removed_rows.jsonl", data.removed)
 
