@@ -22,7 +22,7 @@ from tunesmith.advise import Option
 from tunesmith.data.io import write_table
 from tunesmith.demo import chatterbot_table, reviews_table
 from tunesmith.demo_sft import chatterbot_conversations
-from tunesmith.utils import atomic_write_jsonl
+from tunesmith.utils import atomic_write_jsonl, cpu_name
 
 TUNESMITH = str(Path(sys.executable).with_name("tunesmith"))
 PAIRS = [  # (data, task, model, method)
@@ -32,13 +32,6 @@ PAIRS = [  # (data, task, model, method)
     ("en-intents", "classification", "minilm-l6", "full"),
     ("en-chat", "sft", "smollm2-135m-instruct", "lora"),
 ]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def write_data(name: str, work: Path, rows: int) -> Path:

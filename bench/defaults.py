@@ -33,16 +33,9 @@ from tunesmith.data.io import write_table
 from tunesmith.demo import chatterbot_table, reviews_table
 from tunesmith.demo_sft import chatterbot_conversations
 from tunesmith.recipes import prepare, train
-from tunesmith.utils import atomic_write_jsonl
+from tunesmith.utils import atomic_write_jsonl, cpu_name
 
 FIXED = {"lr": 2e-5, "batch_size": 32, "epochs": 3.0, "warmup_ratio": 0.1, "class_weights": "none"}
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def task_config(name: str, work: Path, rows: int, seed: int) -> RunConfig:

@@ -27,17 +27,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np
 from synthetic import write_messages
 
+from tunesmith.utils import cpu_name
+
 TUNESMITH = str(Path(sys.executable).with_name("tunesmith"))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(argv: list[str], log: Path) -> tuple[float, float, int]:

@@ -8,7 +8,6 @@ this process, one variant after another.
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from tunesmith.models.onnx_runtime import ONNX_FILE
 from tunesmith.outputs import staged_output
 from tunesmith.run_folder import run_config
 from tunesmith.tasks import task_info
-from tunesmith.utils import atomic_write_json
+from tunesmith.utils import atomic_write_json, cpu_name
 
 log = logging.getLogger("tunesmith")
 
@@ -113,16 +112,6 @@ def _model_bytes(folder: Path, run: ClassifierRun) -> int:
     if run.cfg.method.method in PEFT_METHODS or not list(folder.glob("**/*.safetensors")):
         return sum(p.numel() * p.element_size() for p in run.model.state_dict().values())
     return sum(p.stat().st_size for p in folder.glob("**/*.safetensors"))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def compression_table(table: dict[str, Any]) -> str:
