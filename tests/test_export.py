@@ -128,3 +128,25 @@ def test_compress_measures_the_run_beside_its_exports(cli: Callable[..., Result]
     assert "CPU:" in result.out and "faster at batch 1" in result.out
     assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx-int8" / "model.onnx").is_file()
     one_error_line(cli("compress", str(classifier_run), "--output", str(out)), "already exists")
+
+
+@pytest.mark.parametrize("fmt", ["merged", "onnx"])
+def test_a_trimmed_vocabulary_scores_the_runs_rows_as_before_and_takes_unseen_text(
+    cli: Callable[..., Result], classifier_run: Path, fmt: str
+) -> None:
+    out = classifier_run.parent / f"{fmt}-trimmed"
+    result = cli("export", classifier_run, "--format", fmt, "--trim-vocab", "--output", out, "--overwrite")
+    assert result.code == 0, result.err
+    vocabulary = json.loads((out / "export.json").read_text(encoding="utf-8"))["checks"]["vocabulary"]
+    assert vocabulary["kept"] < vocabulary["before"] / 2 and vocabulary["from_texts"] > 0
+    assert "vocabulary trimmed" in result.out
+    run, trimmed = load_run(classifier_run, "cpu"), load_run(out)
+    assert len(trimmed.tokenizer) == vocabulary["kept"]
+    seen = [json.loads(line)["text"] for line in (classifier_run / "splits" / "train.jsonl").open(encoding="utf-8")]
+    torch.testing.assert_close(
+        torch.tensor(trimmed.scores(seen[:8])), torch.tensor(run.scores(seen[:8])), atol=1e-4, rtol=1e-4
+    )
+    unseen = ["zebras juggle quantum invoices", "完全没见过的句子", ""]
+    assert trimmed.scores(unseen).shape == (3, 3)  # words the data never used split into kept pieces
+    trained = json.loads((classifier_run / "metrics.json").read_text(encoding="utf-8"))["finetuned"]["test"]
+    assert _metrics(cli, str(out))["accuracy"] == pytest.approx(trained["accuracy"], abs=0.2)

@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunesmith.config import DATA_INSPECT, DATA_PREPARE, TRAIN, add_config_flags, build_config, flag_values
+from tunesmith.config import (
+    DATA_INSPECT,
+    DATA_PREPARE,
+    DISTILL,
+    PRUNE,
+    TRAIN,
+    CommandFlags,
+    add_config_flags,
+    build_config,
+    flag_values,
+)
 from tunesmith.errors import TunesmithError
 
 if TYPE_CHECKING:
@@ -36,6 +46,8 @@ EPILOG = """examples:
   tunesmith export runs/x --format onnx-int8 --output shipped/   (checked against PyTorch on the run's test rows)
   tunesmith export runs/chat --format gguf --output chat-gguf/   (then: cd chat-gguf && ollama create chat -f Modelfile)
   tunesmith compress runs/x --output runs/x-small                 (fp32, ONNX and int8 side by side, measured)
+  tunesmith distill --teacher runs/x --student-layers 6 --output runs/x-6   (half the layers, on the soft labels)
+  tunesmith prune runs/x --ffn-keep 0.5 --output runs/x-ffn50     (half of each FFN, then a 1-epoch recovery)
 """
 
 _TRUST = "run code shipped with the run's model (only for models you trust; a run folder never turns this on)"
@@ -118,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Llama or Qwen2 model as model.gguf with an Ollama Modelfile, checked against the run on its test "
         "conversations",
     )
+    export.add_argument(
+        "--trim-vocab",
+        action="store_true",
+        help="classifiers: keep only the tokens the run's training and validation rows use, plus special tokens "
+        "and every single-character piece (unseen words split into those); the tokenizer is rewritten to match",
+    )
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output")
     _run_flags(export)
 
@@ -131,7 +149,51 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("merged", "onnx", "onnx-int8"),
         help="exports to measure beside the run",
     )
+    compress.add_argument(
+        "--with",
+        dest="others",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="more finished runs or exports to measure in the same table on this run's test split "
+        "(a distilled or pruned student, say)",
+    )
+    compress.add_argument(
+        "--trim-vocab", action="store_true", help="also measure each format with its vocabulary trimmed (see export)"
+    )
     compress.add_argument("--overwrite", action="store_true", help="replace an earlier compress --output")
+
+    distill = sub.add_parser(
+        "distill",
+        help="train a smaller student on a classifier run's soft labels",
+        description="Train a student on the teacher run's soft labels (KL at --temperature, mixed with the hard "
+        "labels by --alpha), scored on the teacher's own validation and test splits. The student is --student "
+        "(any model) or the teacher itself with --student-layers and/or --ffn-keep.",
+    )
+    distill.add_argument("config", nargs="?", help="YAML config file (optional)")
+    distill.add_argument(
+        "--student",
+        dest="model.name",
+        metavar="MODEL",
+        default=argparse.SUPPRESS,
+        help="student model: alias, folder or hub id (default: the teacher's)",
+    )
+    distill.add_argument("--overwrite", action="store_true", help="replace the run in --output")
+    distill.add_argument("--resume", action="store_true", help="continue the distillation in --output")
+    add_config_flags(distill, DISTILL)
+
+    prune = sub.add_parser(
+        "prune",
+        help="remove layers or FFN neurons of a classifier run, then recover with a short distillation",
+        description="Structured pruning: drop whole layers (--student-layers) and/or each layer's least important "
+        "FFN neurons (--ffn-keep), ranked on the run's validation split, then recover for --epochs on the run's "
+        "soft labels. Dense CPU kernels get faster because the matrices get smaller; unstructured (scattered "
+        "zero) weights would not be faster, so tunesmith does not offer them.",
+    )
+    prune.add_argument("run", help="classifier run folder written by `tunesmith train`")
+    prune.add_argument("--overwrite", action="store_true", help="replace the run in --output")
+    prune.add_argument("--resume", action="store_true", help="continue the recovery in --output")
+    add_config_flags(prune, PRUNE)
 
     evaluate = sub.add_parser("evaluate", help="score a trained run on any labelled file")
     evaluate.add_argument("run", help="run folder written by `tunesmith train`")
@@ -392,7 +454,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from tunesmith.export import export_run
 
-    done = export_run(args.run, args.output, args.format, args.overwrite, args.device, args.trust_remote_code)
+    done = export_run(
+        args.run, args.output, args.format, args.overwrite, args.device, args.trust_remote_code, args.trim_vocab
+    )
     print(done.summary())
     return 0
 
@@ -400,9 +464,42 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_compress(args: argparse.Namespace) -> int:
     from tunesmith.export.compare import compress_run, compression_table
 
-    table = compress_run(args.run, args.output, args.formats, args.overwrite)
+    table = compress_run(args.run, args.output, args.formats, args.overwrite, args.others, args.trim_vocab)
     print(compression_table(table))
     print(f"written to {args.output}/compression.json")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    flags = flag_values(args)
+    return _distilled(args, flags, DISTILL, getattr(args, "config", None))
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    flags = flag_values(args)
+    flags.setdefault("distill", {})["teacher"] = args.run
+    if not any(k in flags["distill"] for k in ("student_layers", "ffn_keep")):
+        raise TunesmithError("say what to remove: --student-layers N (layers kept) and/or --ffn-keep F (0 < F < 1)")
+    return _distilled(args, flags, PRUNE, None)
+
+
+def _distilled(args: argparse.Namespace, flags: dict, command: CommandFlags, config_file: str | None) -> int:
+    from tunesmith import recipes
+    from tunesmith.config import load_yaml
+    from tunesmith.recipes.distill import teacher_base
+    from tunesmith.run_folder import resumed_config
+    from tunesmith.summaries import summary
+
+    from_file = load_yaml(config_file) if config_file else {}
+    teacher = (flags.get("distill") or {}).get("teacher") or (from_file.get("distill") or {}).get("teacher")
+    if not teacher:
+        raise TunesmithError("no teacher: pass --teacher RUN, the classifier run whose soft labels the student learns")
+    output = flags.get("output") or from_file.get("output")
+    base = resumed_config(output) if args.resume else teacher_base(teacher)
+    cfg = build_config(config_file, flags, command, base)
+    metrics = recipes.train(cfg, overwrite=args.overwrite, resume=args.resume)
+    print(summary(metrics))
+    print(f"run folder: {cfg.output}")
     return 0
 
 
@@ -454,7 +551,10 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="tunesmith: %(message)s", stream=sys.stderr)
+    # tunesmith's own lines at INFO; other libraries' INFO (the ONNX optimiser logs hundreds of lines per export)
+    # stays quiet, their warnings do not
+    logging.basicConfig(level=logging.WARNING, format="tunesmith: %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     commands = {
         "train": cmd_train,
@@ -467,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         "chat": cmd_chat,
         "export": cmd_export,
         "compress": cmd_compress,
+        "distill": cmd_distill,
+        "prune": cmd_prune,
         "tune": cmd_tune,
         "advise": cmd_advise,
     }

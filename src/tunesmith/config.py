@@ -25,6 +25,7 @@ from tunesmith.fields import check_range, option
 from tunesmith.models.config import MethodConfig, ModelConfig
 from tunesmith.tasks import TASK_NAMES, TASKS, is_generative
 from tunesmith.train.config import TrainConfig
+from tunesmith.train.distill import DistillConfig
 
 
 @dataclass
@@ -36,6 +37,7 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def validate(self) -> RunConfig:
         """Every section checks itself, then what spans sections; nothing is read or changed."""
@@ -46,6 +48,7 @@ class RunConfig:
         self.method.validate()
         self.train.validate()
         self.eval.validate()
+        self.distill.validate()
         t = self.train
         if t.class_weights == "balanced" and self.task != "classification":
             raise TunesmithError(f"--class-weights applies to classification, not --task {self.task}")
@@ -54,6 +57,11 @@ class RunConfig:
             raise TunesmithError(f"--metric {t.metric!r} is not a {self.task} metric; choose one of {', '.join(known)}")
         if self.method.method == "qlora" and not is_generative(self.task):
             raise TunesmithError("--method qlora applies to --task sft or seq2seq; use --method lora for a classifier")
+        if self.distill.teacher and self.task != "classification":
+            raise TunesmithError(f"distillation learns a classifier's soft labels; --task {self.task} has none")
+        if self.distill.from_teacher and self.method.method != "full":
+            # an adapter is saved against its base model, and this student's base exists only inside the run
+            raise TunesmithError("a student made from the teacher's layers trains every weight: use --method full")
         return self
 
     def validate_data(self) -> RunConfig:
@@ -232,11 +240,29 @@ class CommandFlags:
         return out
 
 
-TRAIN = CommandFlags(("task", "output", "data", "model", "method", "train", "eval"))
+TRAIN = CommandFlags(("task", "output", "data", "model", "method", "train", "eval", "distill"))
 DATA_INSPECT = CommandFlags(("task", "data", "model.name", "model.trust_remote_code"))
 DATA_PREPARE = CommandFlags(
     ("task", "output", "data", "model.name", "model.trust_remote_code", "train.seed"),
     {"data.clean.enabled": True, "data.dedup.enabled": True},
+)
+
+# A distilled or pruned run takes its data settings, model and splits from the teacher (recipes/distill.teacher_base);
+# these commands take only what may differ: the student, extra training rows, the loop and the distillation.
+_DISTILL_FIELDS = ("output", "data.train", "data.encoding", "train", "eval.baseline", "eval.baseline_max_rows")
+DISTILL = CommandFlags((*_DISTILL_FIELDS, "distill"))
+PRUNE = CommandFlags(
+    (
+        *_DISTILL_FIELDS,
+        "distill.temperature",
+        "distill.alpha",
+        "distill.student_layers",
+        "distill.layer_choice",
+        "distill.ffn_keep",
+        "distill.unlabelled",
+    ),
+    # a short recovery: the pruned model starts from the teacher's weights, not from a pretrained backbone
+    {"train.epochs": 1, "distill.layer_choice": "importance"},
 )
 
 # What `advise` reads: the task, the data file and its columns, how it splits, and the device.
@@ -271,6 +297,7 @@ _GROUP_TITLES = {
     "method": "method: what trains",
     "train": "training loop",
     "eval": "evaluation",
+    "distill": "distillation: the teacher and the student",
 }
 
 

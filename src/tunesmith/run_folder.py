@@ -209,6 +209,8 @@ def fingerprint(cfg: RunConfig, labels: dict[str, Any] | None = None) -> dict[st
     out |= {f"train.{name}": getattr(cfg.train, name) for name in _TRAIN_FIELDS}
     out["model.freeze_embeddings"] = cfg.model.freeze_embeddings
     out["model.dropout"] = cfg.model.dropout
+    if cfg.distill.teacher:  # only then: a run made before distillation existed resumes with its fingerprint
+        out |= _flatten("distill", dataclasses.asdict(cfg.distill))
     if labels is not None:
         out["labels"] = labels
     return json.loads(json.dumps(out))  # as it reads back from fingerprint.json: tuples become lists

@@ -29,6 +29,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.export.gguf import check_supported, export_gguf
 from tunesmith.export.merged import merged_model
 from tunesmith.export.onnx import write_onnx
+from tunesmith.export.vocab import trim_vocabulary
 from tunesmith.inference import ClassifierRun, GenerativeRun, open_run, recorded_split
 from tunesmith.models.config import PEFT_METHODS, PROMPT_METHODS
 from tunesmith.models.loading import load_tokenizer
@@ -57,6 +58,12 @@ class Export:
 
     def summary(self) -> str:
         lines = [f"exported {self.format} to {self.path}"]
+        if "vocabulary" in self.checks:
+            v = self.checks["vocabulary"]
+            lines.append(
+                f"vocabulary trimmed from {v['before']:,} to {v['kept']:,} tokens ({v['from_texts']:,} used by the "
+                "run's training and validation rows, the rest special tokens and single characters)"
+            )
         if "greedy_agreement" in self.checks:
             c = self.checks
             lines.append(
@@ -79,19 +86,29 @@ def export_run(
     overwrite: bool = False,
     device: str = "auto",
     trust_remote_code: bool = False,
+    trim_vocab: bool = False,
 ) -> Export:
-    """Every check runs before the model loads, so a refused export costs no time and writes nothing."""
+    """Every check runs before the model loads, so a refused export costs no time and writes nothing.
+
+    `trim_vocab` keeps only the vocabulary the run's training and validation rows use (plus every special token
+    and single-character piece, so unseen text still splits into known pieces): export/vocab.py."""
     run_dir, out = Path(run_dir), Path(output)
     cfg = run_config(run_dir)
     _refuse(run_dir, cfg, fmt)
     if fmt in GGUF_FORMATS:
         _refuse_gguf_model(run_dir, cfg, trust_remote_code)
+    trim_texts = _trim_texts(run_dir, cfg) if trim_vocab else []
     marker = {"format": fmt, "run": str(run_dir.resolve()), "task": cfg.task, "method": cfg.method.method}
+    marker |= {"trimmed_vocabulary": True} if trim_vocab else {}
     with staged_output(out, "export", overwrite, inputs=[run_dir], marker=marker) as work:
         run = open_run(run_dir, "cpu" if fmt != "merged" else device, trust_remote_code)
         tokenizer = run.tokenizer if isinstance(run, ClassifierRun) else run.lm.tokenizer
         model = merged_model(run, cfg.method.method)
         checks: dict[str, Any] = {}
+        if trim_vocab:
+            trimmed = trim_vocabulary(model, tokenizer, trim_texts)
+            model, tokenizer = trimmed.model, trimmed.tokenizer
+            checks["vocabulary"] = {"before": trimmed.before, "kept": trimmed.kept, "from_texts": trimmed.from_texts}
         if fmt == "merged":
             model.save_pretrained(work, safe_serialization=True)
         elif fmt in GGUF_FORMATS:
@@ -102,7 +119,8 @@ def export_run(
             checks["rows_from"] = rows_from
         else:
             texts, rows_from = _parity_texts(run_dir, run)
-            checks = write_onnx(model, run, texts, work, quantize=fmt == "onnx-int8") | {"rows_from": rows_from}
+            onnx_checks = write_onnx(model, run, tokenizer, texts, work, quantize=fmt == "onnx-int8")
+            checks |= onnx_checks | {"rows_from": rows_from}
         tokenizer.save_pretrained(work)
         _carry_run_files(run_dir, work, cfg)
         atomic_write_json(work / "export.json", {"format": fmt, "run": str(run_dir.resolve()), "checks": checks})
@@ -131,6 +149,13 @@ def _refuse(run_dir: Path, cfg: RunConfig, fmt: str) -> None:
             f"--format {fmt} covers sft runs (a causal LM for llama.cpp and Ollama); {run_dir} is a {cfg.task} run: "
             f"export it with --format {others}"
         )
+
+
+def _trim_texts(run_dir: Path, cfg: RunConfig) -> list[str]:
+    """The texts whose tokens a trimmed vocabulary keeps: the rows the run learned and chose its model on."""
+    if task_info(cfg.task).generative:
+        raise TunesmithError(f"--trim-vocab covers classifier runs; {run_dir} is a {cfg.task} run")
+    return [t for split in ("train", "validation") for t in recorded_split(run_dir, split)["text"].astype(str)]
 
 
 def _refuse_gguf_model(run_dir: Path, cfg: RunConfig, trust_remote_code: bool) -> None:

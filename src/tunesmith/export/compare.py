@@ -22,7 +22,7 @@ from tunesmith.inference import ClassifierRun, evaluate_frame, load_run, recorde
 from tunesmith.models.config import PEFT_METHODS
 from tunesmith.models.onnx_runtime import ONNX_FILE
 from tunesmith.outputs import staged_output
-from tunesmith.run_folder import run_config
+from tunesmith.run_folder import model_folder, require_finished, run_config
 from tunesmith.tasks import task_info
 from tunesmith.utils import atomic_write_json, cpu_name
 
@@ -46,9 +46,15 @@ class Variant:
 
 
 def compress_run(
-    run_dir: str | Path, output: str | Path, formats: list[str], overwrite: bool = False
+    run_dir: str | Path,
+    output: str | Path,
+    formats: list[str],
+    overwrite: bool = False,
+    others: list[str] | None = None,
+    trim_vocab: bool = False,
 ) -> dict[str, Any]:
-    """Export each format into `output/<format>/` and measure every variant on the run's test split."""
+    """Export each format into `output/<format>/` and measure every variant on the run's test split, with any
+    `others` (a distilled or pruned run, or their exports) measured on the same rows as rows of the same table."""
     run_dir, out = Path(run_dir), Path(output)
     cfg = run_config(run_dir)
     if task_info(cfg.task).generative:
@@ -57,11 +63,18 @@ def compress_run(
     if unknown:
         raise TunesmithError(f"--formats {', '.join(unknown)}: choose from {', '.join(FORMATS)}")
     test = recorded_split(run_dir, "test")  # before anything is written: a run without its split is refused
-    with staged_output(out, "compression", overwrite, inputs=[run_dir]) as work:
+    for other in others or []:
+        require_finished(Path(other))
+    with staged_output(out, "compression", overwrite, inputs=[run_dir, *(others or [])]) as work:
+        names = {fmt: fmt for fmt in formats}
         for fmt in formats:
             export_run(run_dir, work / fmt, fmt)
-        variants = [measure("pytorch fp32", run_dir / "model", load_run(run_dir, "cpu"), test)]
-        variants += [measure(fmt, work / fmt, load_run(work / fmt), test) for fmt in formats]
+            if trim_vocab:  # each format also with the trimmed vocabulary, measured beside its untrimmed self
+                export_run(run_dir, work / f"{fmt}-trimmed", fmt, trim_vocab=True)
+                names[f"{fmt}-trimmed"] = f"{fmt} trimmed"
+        variants = [measure("pytorch fp32", model_folder(run_dir), load_run(run_dir, "cpu"), test)]
+        variants += [measure(name, work / sub, load_run(work / sub), test) for sub, name in names.items()]
+        variants += [measure(Path(o).name, model_folder(Path(o)), load_run(o, "cpu"), test) for o in others or []]
         table = {"run": str(run_dir.resolve()), "cpu": cpu_name(), "threads": torch.get_num_threads()}
         table["variants"] = [asdict(v) for v in variants]
         atomic_write_json(work / "compression.json", table)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,13 @@ class _Logits(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def write_onnx(model: nn.Module, run: ClassifierRun, texts: list[str], folder: Path, quantize: bool) -> dict[str, Any]:
-    """`folder/model.onnx` (+ the transformers config), and how closely it reproduces the PyTorch logits."""
+def write_onnx(
+    model: nn.Module, run: ClassifierRun, tokenizer: Any, texts: list[str], folder: Path, quantize: bool
+) -> dict[str, Any]:
+    """`folder/model.onnx` (+ the transformers config), and how closely it reproduces the PyTorch logits of
+    `model`, fed by `tokenizer` (the run's, or a trimmed one that matches a trimmed model)."""
     model = model.float().cpu().eval()
-    batches = _batches(run, texts)
+    batches = _batches(run, tokenizer, texts)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         fp32 = Path(tmp) / ONNX_FILE
         _export(model, batches[0], fp32)
@@ -68,11 +72,11 @@ def write_onnx(model: nn.Module, run: ClassifierRun, texts: list[str], folder: P
     return checks | {"size_bytes": (folder / ONNX_FILE).stat().st_size}
 
 
-def _batches(run: ClassifierRun, texts: list[str]) -> list[dict[str, torch.Tensor]]:
+def _batches(run: ClassifierRun, tokenizer: Any, texts: list[str]) -> list[dict[str, torch.Tensor]]:
     """Padded batches of the texts, longest first: the export's example has the most positions to trace."""
-    examples = make_examples(encode_texts(run.tokenizer, texts, run.cfg.data.max_length), None)
+    examples = make_examples(encode_texts(tokenizer, texts, run.cfg.data.max_length), None)
     examples.sort(key=lambda e: -len(e["input_ids"]))
-    collate = task_info(run.cfg.task).collate(run.tokenizer.pad_token_id)
+    collate = task_info(run.cfg.task).collate(tokenizer.pad_token_id)
     batches = [collate(examples[i : i + PARITY_BATCH]) for i in range(0, len(examples), PARITY_BATCH)]
     return [{k: b[k] for k in ("input_ids", "attention_mask")} for b in batches]
 
@@ -83,25 +87,35 @@ def _export(model: nn.Module, example: dict[str, torch.Tensor], path: Path) -> N
         example = {k: v.repeat(2, 2) for k, v in example.items()}
     dims = {0: "batch", 1: "sequence"}
     noise = io.StringIO()
-    with contextlib.redirect_stdout(noise), torch.no_grad():  # the exporter prints its progress on stdout
-        torch.onnx.export(
-            _Logits(model).eval(),
-            (example["input_ids"], example["attention_mask"]),
-            str(path),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
-            dynamic_shapes={"input_ids": dims, "attention_mask": dims},
-            dynamo=True,
-            external_data=False,
-        )
+    # The exporter prints its progress on stdout, warns that torchvision (which no text model uses) is missing,
+    # and raises a deprecation warning of torch's own: none of it is the user's to act on.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(noise), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Logits(model).eval(),
+                (example["input_ids"], example["attention_mask"]),
+                str(path),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+                dynamo=True,
+                external_data=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
     log.debug("torch.onnx: %s", noise.getvalue())
 
 
 def _quantize(fp32: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # ONNX Runtime's quantizer logs a line per tensor on the root logger (hundreds for one encoder): muted here.
-    logging.disable(logging.INFO)
+    # ONNX Runtime's quantizer logs a line per tensor on the root logger (hundreds for one encoder), and a generic
+    # hint to pre-process the graph: muted here; the agreement check after it says what the user needs to know.
+    logging.disable(logging.WARNING)
     try:
         # Signed int8 weights: ONNX Runtime's recommendation for transformers on x86 (unsigned saturates on AVX2).
         quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)

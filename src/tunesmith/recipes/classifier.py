@@ -25,6 +25,7 @@ from tunesmith.evaluate.checks import run_warnings
 from tunesmith.evaluate.scores import predict_scores, score_evaluator
 from tunesmith.models.loading import apply_method, load_tokenizer, position_limit, trainable_summary
 from tunesmith.models.registry import resolve_model
+from tunesmith.recipes import distill
 from tunesmith.recipes.common import auto_notes, auto_record, choose_auto, data_source, in_run_folder, prepared_for
 from tunesmith.rows import with_label_cells
 from tunesmith.run_folder import (
@@ -37,6 +38,7 @@ from tunesmith.run_folder import (
 )
 from tunesmith.tasks import build_task, task_info
 from tunesmith.tasks.base import Task, encode_frame, encode_texts, targets_of
+from tunesmith.train.distill import SoftTargets, collate_with_teacher
 from tunesmith.train.loop import OnEvaluate, Trainer
 from tunesmith.utils import is_main_process, pick_device, seed_everything
 
@@ -98,14 +100,22 @@ def _train(
     splits = data.prepared.splits
     task = _fit_task(cfg, splits)
     log.info("rows: train %d, validation %d, test %d", len(splits.train), len(splits.validation), len(splits.test))
+    teacher = distill.open_teacher(cfg) if cfg.distill.teacher else None
+    if teacher:
+        distill.check_labels(teacher, task)
 
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     info = task_info(cfg.task)
-    model = info.load()(model_path, task.model_kwargs(), cfg.model, tokenizer.pad_token_id)
+    from_teacher = teacher is not None and cfg.distill.from_teacher
+    model = teacher.model if teacher and from_teacher else None
+    if model is None:
+        model = info.load()(model_path, task.model_kwargs(), cfg.model, tokenizer.pad_token_id)
     _cap_max_length(cfg, model)
     collate = info.collate(tokenizer.pad_token_id)
     train, validation, test = data.examples(task, tokenizer, model_path, d.max_length)
+    if teacher and from_teacher:
+        model = distill.student_from_teacher(cfg, teacher, validation, collate, cfg.train.eval_batch_size)
     chosen = choose_auto(cfg, model, len(train), False, _class_counts(task, splits.train))
     if cfg.train.class_weights == "balanced":
         task.balance(splits.train)
@@ -118,14 +128,21 @@ def _train(
     model = apply_method(model, cfg.method, cfg.model.freeze_embeddings, task_info(cfg.task).peft_task_type)
     log.info(trainable_summary(model))
     evaluate = score_evaluator(task, validation, collate, cfg.train.eval_batch_size, device)
+    loop_task, loop_rows, loop_collate = task, train, collate
+    if teacher:
+        texts = splits.train["text"].astype(str).tolist()
+        held_out = {"validation": splits.validation, "test": splits.test}
+        loop_rows = distill.soft_training_examples(cfg, teacher, train, texts, tokenizer, held_out)
+        loop_task = SoftTargets(task, cfg.distill.temperature, cfg.distill.alpha)
+        loop_collate = collate_with_teacher(collate)
     trainer = Trainer(
         model,
-        task,
-        train,
+        loop_task,
+        loop_rows,
         cfg.train,
         folder.work,
         device,
-        collate,
+        loop_collate,
         evaluate,
         on_evaluate,
         checkpoints=folder.save != "none",
@@ -135,6 +152,8 @@ def _train(
     metrics = {**base, "finetuned": _final_scores(cfg, model, task, validation, test, collate, device, state)}
     if record:
         metrics["auto"] = record
+    if teacher:
+        metrics["distill"] = distill.distill_record(cfg, teacher, model, len(loop_rows) - len(train))
     warnings = run_warnings(metrics, cfg.train.metric or task.metric, cfg.train)
     if warnings:
         metrics["warnings"] = warnings
