@@ -58,9 +58,9 @@ def test_the_loss_is_hintons_soft_term_plus_the_hard_term_and_unlabelled_rows_le
     p_teacher = torch.softmax(teacher / t, -1)
     kl = (p_teacher * (torch.log(p_teacher) - torch.log_softmax(student / t, -1))).sum()
     labelled = labels != NO_LABEL
-    ce = F.cross_entropy(student[labelled], labels[labelled], reduction="sum")
-    assert count == 4
-    assert loss.item() == pytest.approx(alpha * t * t * kl.item() + (1 - alpha) * ce.item(), rel=1e-5)
+    ce = F.cross_entropy(student[labelled], labels[labelled])  # the mean over the labelled rows
+    assert count == 4  # the loop divides by every row: KL per row, cross-entropy per labelled row
+    assert (loss / count).item() == pytest.approx(alpha * t * t * kl.item() / 4 + (1 - alpha) * ce.item(), rel=1e-5)
     # a student that already matches the teacher has nothing left to learn from it
     same, _ = SoftTargets(_Task(), t, 1.0).loss(_Fixed(teacher.clone()), batch)  # type: ignore[arg-type]
     assert same.item() == pytest.approx(0.0, abs=1e-5)
@@ -144,6 +144,36 @@ def test_prune_narrows_each_ffn_and_recovers(cli: Callable[..., Result], teacher
         (["distill", "--teacher", "{tmp}/nothing", "--output", "{tmp}/p"], ["nothing"]),
         (["distill", "--teacher", "{teacher}", "--alpha", "1.5", "--output", "{tmp}/p"], ["alpha"]),
         (["distill", "--teacher", "{teacher}", "--output", "{teacher}"], []),
+        (
+            [
+                "distill",
+                "--teacher",
+                "{teacher}",
+                "--student-layers",
+                "1",
+                "--student",
+                "{teacher}/model",
+                "--output",
+                "{tmp}/p",
+            ],
+            ["drop --student"],
+        ),
+        (["prune", "{teacher}", "--ffn-keep", "1", "--output", "{tmp}/p"], ["--ffn-keep"]),
+        (
+            [
+                "distill",
+                "--teacher",
+                "{teacher}",
+                "--unlabelled",
+                "{teacher}/splits/test.jsonl",
+                "--alpha",
+                "0",
+                "--output",
+                "{tmp}/p",
+            ],
+            ["--alpha 0"],
+        ),
+        (["train", "--teacher", "{teacher}", "--train", "{teacher}/splits/train.jsonl", "--output", "{tmp}/p"], []),
     ],
 )
 def test_bad_distillations_get_one_line_and_write_nothing(
@@ -163,3 +193,22 @@ def test_a_student_made_of_the_teacher_trains_every_weight() -> None:
     cfg.method.method = "lora"
     with pytest.raises(TunesmithError, match="--method full"):
         cfg.validate()
+
+
+def test_a_yaml_cannot_move_a_student_off_its_teachers_splits(
+    cli: Callable[..., Result], teacher: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "distill.yaml"
+    config.write_text(f"data:\n  test: {teacher}/splits/train.jsonl\n", encoding="utf-8")
+    one_error_line(cli("distill", config, "--teacher", teacher, "--output", tmp_path / "p", *LOOP), "own test split")
+    assert not (tmp_path / "p").exists()
+
+
+def test_unlabelled_rows_do_not_dilute_the_hard_labels() -> None:
+    torch.manual_seed(1)
+    student, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    labels = torch.tensor([0, NO_LABEL, NO_LABEL, NO_LABEL])
+    batch = {"input_ids": torch.zeros(4, 2), "attention_mask": torch.ones(4, 2), "labels": labels, "teacher": teacher}
+    loss, count = SoftTargets(_Task(), 2.0, 0.0).loss(_Fixed(student), batch)  # type: ignore[arg-type]
+    # alpha 0: the loop's loss (sum / rows) is the cross-entropy of the one labelled row, not a quarter of it
+    assert (loss / count).item() == pytest.approx(F.cross_entropy(student[:1], labels[:1]).item(), rel=1e-6)

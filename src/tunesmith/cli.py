@@ -478,7 +478,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     flags = flag_values(args)
     flags.setdefault("distill", {})["teacher"] = args.run
-    if not any(k in flags["distill"] for k in ("student_layers", "ffn_keep")):
+    layers, ffn = flags["distill"].get("student_layers"), flags["distill"].get("ffn_keep")
+    if not args.resume and layers is None and (ffn is None or ffn >= 1):
         raise TunesmithError("say what to remove: --student-layers N (layers kept) and/or --ffn-keep F (0 < F < 1)")
     return _distilled(args, flags, PRUNE, None)
 
@@ -491,11 +492,14 @@ def _distilled(args: argparse.Namespace, flags: dict, command: CommandFlags, con
     from tunesmith.summaries import summary
 
     from_file = load_yaml(config_file) if config_file else {}
-    teacher = (flags.get("distill") or {}).get("teacher") or (from_file.get("distill") or {}).get("teacher")
-    if not teacher:
-        raise TunesmithError("no teacher: pass --teacher RUN, the classifier run whose soft labels the student learns")
     output = flags.get("output") or from_file.get("output")
-    base = resumed_config(output) if args.resume else teacher_base(teacher)
+    if args.resume:  # the saved config names the teacher
+        base = resumed_config(output)
+    else:
+        teacher = (flags.get("distill") or {}).get("teacher") or (from_file.get("distill") or {}).get("teacher")
+        if not teacher:
+            raise TunesmithError("no teacher: pass --teacher RUN, the classifier run whose soft labels it learns")
+        base = teacher_base(teacher)
     cfg = build_config(config_file, flags, command, base)
     metrics = recipes.train(cfg, overwrite=args.overwrite, resume=args.resume)
     print(summary(metrics))

@@ -240,7 +240,7 @@ class CommandFlags:
         return out
 
 
-TRAIN = CommandFlags(("task", "output", "data", "model", "method", "train", "eval", "distill"))
+TRAIN = CommandFlags(("task", "output", "data", "model", "method", "train", "eval"))
 DATA_INSPECT = CommandFlags(("task", "data", "model.name", "model.trust_remote_code"))
 DATA_PREPARE = CommandFlags(
     ("task", "output", "data", "model.name", "model.trust_remote_code", "train.seed"),

@@ -211,6 +211,8 @@ def fingerprint(cfg: RunConfig, labels: dict[str, Any] | None = None) -> dict[st
     out["model.dropout"] = cfg.model.dropout
     if cfg.distill.teacher:  # only then: a run made before distillation existed resumes with its fingerprint
         out |= _flatten("distill", dataclasses.asdict(cfg.distill))
+        if cfg.distill.unlabelled:
+            out["distill unlabelled file"] = sha256_file(Path(cfg.distill.unlabelled))
     if labels is not None:
         out["labels"] = labels
     return json.loads(json.dumps(out))  # as it reads back from fingerprint.json: tuples become lists

@@ -26,9 +26,9 @@ def score_summary(metrics: dict[str, Any]) -> str:
     if distill.get("teacher_test") and all(k in distill["teacher_test"] for k in keys):
         # the teacher was scored on these same rows: the student's price in points, beside it
         rows.insert(len(rows) - 1, ("teacher", {"test": distill["teacher_test"]}))
-        labels["teacher"] = f"teacher ({_size(distill.get('teacher_parameters'))})"
+        labels["teacher"] = f"teacher ({_size(distill['teacher_parameters'])})"
         how = "distilled" if distill.get("alpha") else "labels only"
-        labels["finetuned"] = f"student, {how} ({_size(distill.get('student_parameters'))})"
+        labels["finetuned"] = f"student, {how} ({_size(distill['student_parameters'])})"
     width = max(len(labels[name]) for name, _ in rows)
     lines = ["", f"{'test split':<{width}}  " + "  ".join(f"{k:>9}" for k in keys)]
     lines += [f"{labels[name]:<{width}}  " + "  ".join(f"{m['test'][k]:>9.4f}" for k in keys) for name, m in rows]
@@ -38,8 +38,8 @@ def score_summary(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _size(parameters: int | None) -> str:
-    return f"{parameters / 1e6:.1f}M weights" if parameters else "ONNX"
+def _size(parameters: int) -> str:
+    return f"{parameters / 1e6:.1f}M weights"
 
 
 def generative_summary(metrics: dict[str, Any]) -> str:

@@ -114,9 +114,16 @@ def _train(
     _cap_max_length(cfg, model)
     collate = info.collate(tokenizer.pad_token_id)
     train, validation, test = data.examples(task, tokenizer, model_path, d.max_length)
-    if teacher and from_teacher:
-        model = distill.student_from_teacher(cfg, teacher, validation, collate, cfg.train.eval_batch_size)
-    chosen = choose_auto(cfg, model, len(train), False, _class_counts(task, splits.train))
+    loop_task, loop_rows, loop_collate = task, train, collate
+    if teacher:
+        if from_teacher:
+            model = distill.student_from_teacher(cfg, teacher, validation, collate, cfg.train.eval_batch_size)
+        texts = splits.train["text"].astype(str).tolist()
+        held_out = {"validation": splits.validation, "test": splits.test}
+        loop_rows = distill.soft_training_examples(cfg, teacher, train, texts, tokenizer, held_out)
+        loop_task = SoftTargets(task, cfg.distill.temperature, cfg.distill.alpha)
+        loop_collate = collate_with_teacher(collate)
+    chosen = choose_auto(cfg, model, len(loop_rows), False, _class_counts(task, splits.train))
     if cfg.train.class_weights == "balanced":
         task.balance(splits.train)
     # only now: bad data or a bad model never cost the old run
@@ -128,13 +135,6 @@ def _train(
     model = apply_method(model, cfg.method, cfg.model.freeze_embeddings, task_info(cfg.task).peft_task_type)
     log.info(trainable_summary(model))
     evaluate = score_evaluator(task, validation, collate, cfg.train.eval_batch_size, device)
-    loop_task, loop_rows, loop_collate = task, train, collate
-    if teacher:
-        texts = splits.train["text"].astype(str).tolist()
-        held_out = {"validation": splits.validation, "test": splits.test}
-        loop_rows = distill.soft_training_examples(cfg, teacher, train, texts, tokenizer, held_out)
-        loop_task = SoftTargets(task, cfg.distill.temperature, cfg.distill.alpha)
-        loop_collate = collate_with_teacher(collate)
     trainer = Trainer(
         model,
         loop_task,

@@ -25,7 +25,7 @@ from tunesmith.data.dedup import cross_split_leaks
 from tunesmith.errors import TunesmithError
 from tunesmith.inference import ClassifierRun, load_run
 from tunesmith.models import prune
-from tunesmith.models.config import PEFT_METHODS
+from tunesmith.models.config import PEFT_METHODS, PROMPT_METHODS
 from tunesmith.run_folder import SPLITS_FOLDER, is_export, run_config, split_path
 from tunesmith.tasks.base import Task, encode_texts
 from tunesmith.train.distill import NO_LABEL, with_teacher
@@ -49,16 +49,19 @@ def teacher_base(teacher: str | Path) -> dict[str, Any]:
         split_path(teacher, split)  # a run made before runs recorded their splits is refused here, in one line
     base = to_dict(cfg)
     base.pop("output")
-    base["method"] = to_dict(RunConfig())["method"]
+    defaults = to_dict(RunConfig())
+    base["method"] = defaults["method"]
     base["train"] = {"seed": cfg.train.seed, "device": cfg.train.device}  # the rest: the command's defaults
     splits = teacher / SPLITS_FOLDER
-    base["data"] |= {
+    # The recorded splits are the rows exactly as the teacher saw them (UTF-8, cleaned, deduplicated, labels
+    # mapped, augmented): read as they are, with none of the teacher's reading and cleaning settings again.
+    base["data"] = defaults["data"] | {
         "train": str(splits / "train.jsonl"),
         "validation": str(splits / "validation.jsonl"),
         "test": str(splits / "test.jsonl"),
         "text_columns": ["text"],
         "label_columns": ["label"],
-        "augment": to_dict(RunConfig())["data"]["augment"],  # the teacher's training split already holds them
+        "max_length": cfg.data.max_length,
     }
     base["distill"] = {"teacher": str(teacher)}
     return base
@@ -66,8 +69,18 @@ def teacher_base(teacher: str | Path) -> dict[str, Any]:
 
 def open_teacher(cfg: RunConfig) -> ClassifierRun:
     assert cfg.distill.teacher
-    if is_export(Path(cfg.distill.teacher)):
+    folder = Path(cfg.distill.teacher)
+    if is_export(folder):
         raise TunesmithError(f"{cfg.distill.teacher} is an export; distil from the run it came from")
+    for split in ("validation", "test"):
+        # scored on other rows, a student's score says nothing beside the teacher's (and a student made of the
+        # teacher's weights could be tested on rows the teacher trained on)
+        given = getattr(cfg.data, split)
+        if not given or Path(given).resolve() != split_path(folder, split).resolve():
+            raise TunesmithError(
+                f"a distilled run is scored on its teacher's own {split} split ({split_path(folder, split)}), "
+                f"not {given or 'a split of --train'}: run `tunesmith distill --teacher {folder}`"
+            )
     teacher = load_run(cfg.distill.teacher, cfg.train.device, cfg.model.trust_remote_code)
     if teacher.task.name != "classification":
         raise TunesmithError(f"{cfg.distill.teacher} is a {teacher.task.name} run; distillation needs a classifier")
@@ -88,6 +101,15 @@ def student_from_teacher(
 ) -> nn.Module:
     """A copy of the teacher with fewer layers and/or narrower FFNs; whatever is ranked, is ranked on validation."""
     d = cfg.distill
+    if teacher.cfg.method.method in PROMPT_METHODS:
+        raise TunesmithError(
+            f"the teacher was trained with --method {teacher.cfg.method.method}, whose virtual tokens cannot fold "
+            "into its layers: distil it into --student MODEL instead of a copy of itself"
+        )
+    if cfg.model.name != teacher.cfg.model.name:
+        raise TunesmithError(
+            "--student-layers and --ffn-keep make the student from the teacher itself; drop --student, or drop them"
+        )
     model = copy.deepcopy(teacher.model).float().cpu()
     if teacher.cfg.method.method in PEFT_METHODS:
         model = model.merge_and_unload()
@@ -170,9 +192,8 @@ def distill_record(cfg: RunConfig, teacher: ClassifierRun, student: nn.Module, u
     }
 
 
-def _parameters(model: nn.Module) -> int | None:
-    params = getattr(model, "parameters", None)
-    return sum(p.numel() for p in params()) if callable(params) else None  # an ONNX teacher has none to count
+def _parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def _layers(model: nn.Module) -> int | None:

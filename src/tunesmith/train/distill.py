@@ -50,6 +50,8 @@ class DistillConfig:
         check_range("ffn-keep", self.ffn_keep, above=0, at_most=1)
         if not self.teacher and (self.from_teacher or self.unlabelled):
             raise TunesmithError("--student-layers, --ffn-keep and --unlabelled need a --teacher run to learn from")
+        if self.unlabelled and self.alpha == 0:
+            raise TunesmithError("--unlabelled rows learn only from the teacher's soft labels: --alpha 0 ignores them")
         return self
 
     @property
@@ -74,13 +76,18 @@ class SoftTargets:
         weight = getattr(self.task, "class_weights", None)
         weight = None if weight is None else weight.to(logits.device)
         hard = F.cross_entropy(logits, batch["labels"], weight=weight, reduction="sum", ignore_index=NO_LABEL)
+        # the loop divides by every row; the hard term is a mean over the labelled ones, however many are unlabelled
+        labelled = int((batch["labels"] != NO_LABEL).sum())
+        hard = hard * len(logits) / max(labelled, 1)
         return self.alpha * soft + (1 - self.alpha) * hard, len(logits)
 
 
 def with_teacher(examples: list[dict[str, Any]], teacher_probs: np.ndarray) -> list[dict[str, Any]]:
     """The examples, each carrying the teacher's log-probabilities (log of its softmax: the same distribution as
     its logits at any temperature, whatever runtime produced it)."""
-    logp = torch.from_numpy(np.log(np.clip(teacher_probs, 1e-12, None))).float()
+    # clipped only where float32 itself underflows: a higher floor would flatten the tail a high temperature shows
+    logp = torch.from_numpy(np.log(np.clip(teacher_probs.astype(np.float64), np.finfo(np.float32).tiny, None)))
+    logp = logp.float()
     return [{**ex, "teacher": row} for ex, row in zip(examples, logp, strict=True)]
 
 
@@ -91,7 +98,3 @@ def collate_with_teacher(collate: Callable[[list[dict]], Batch]) -> Callable[[li
         return batch
 
     return both
-
-
-def unlabelled(input_ids: list[np.ndarray]) -> list[dict[str, Any]]:
-    return [{"input_ids": ids, "labels": torch.tensor(NO_LABEL)} for ids in input_ids]
