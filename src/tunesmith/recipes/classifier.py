@@ -115,6 +115,7 @@ def _train(
     collate = info.collate(tokenizer.pad_token_id)
     train, validation, test = data.examples(task, tokenizer, model_path, d.max_length)
     loop_task, loop_rows, loop_collate = task, train, collate
+    distilled: dict[str, Any] = {}
     if teacher:
         if from_teacher:
             model = distill.student_from_teacher(cfg, teacher, validation, collate, cfg.train.eval_batch_size)
@@ -123,6 +124,8 @@ def _train(
         loop_rows = distill.soft_training_examples(cfg, teacher, train, texts, tokenizer, held_out)
         loop_task = SoftTargets(task, cfg.distill.temperature, cfg.distill.alpha)
         loop_collate = collate_with_teacher(collate)
+        distilled = distill.distill_record(cfg, teacher, model, len(loop_rows) - len(train))
+        teacher = None  # its soft labels are in the rows now: its memory (a GPU's, say) goes back before training
     chosen = choose_auto(cfg, model, len(loop_rows), False, _class_counts(task, splits.train))
     if cfg.train.class_weights == "balanced":
         task.balance(splits.train)
@@ -152,8 +155,8 @@ def _train(
     metrics = {**base, "finetuned": _final_scores(cfg, model, task, validation, test, collate, device, state)}
     if record:
         metrics["auto"] = record
-    if teacher:
-        metrics["distill"] = distill.distill_record(cfg, teacher, model, len(loop_rows) - len(train))
+    if distilled:
+        metrics["distill"] = distilled
     warnings = run_warnings(metrics, cfg.train.metric or task.metric, cfg.train)
     if warnings:
         metrics["warnings"] = warnings
