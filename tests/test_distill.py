@@ -212,3 +212,37 @@ def test_unlabelled_rows_do_not_dilute_the_hard_labels() -> None:
     loss, count = SoftTargets(_Task(), 2.0, 0.0).loss(_Fixed(student), batch)  # type: ignore[arg-type]
     # alpha 0: the loop's loss (sum / rows) is the cross-entropy of the one labelled row, not a quarter of it
     assert (loss / count).item() == pytest.approx(F.cross_entropy(student[:1], labels[:1]).item(), rel=1e-6)
+
+
+def test_a_killed_distillation_resumes_without_naming_its_teacher_again(
+    cli: Callable[..., Result], teacher: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tunesmith.train.loop import Trainer
+
+    real, steps = Trainer._optimizer_step, []
+
+    def stop_at_the_third_step(self: Trainer, step_ids: list[int], step: int) -> tuple[float, float]:
+        if len(steps) == 2:
+            raise KeyboardInterrupt
+        steps.append(step)
+        return real(self, step_ids, step)
+
+    out, every = teacher.parent / "resumed", ["--checkpoint-every", "1"]
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "_optimizer_step", stop_at_the_third_step)
+        killed = cli("distill", "--teacher", teacher, "--student-layers", "1", "--output", out, *LOOP, *every)
+    assert killed.code == 130, killed.err
+    assert not (out / "metrics.json").exists()
+    after: list[int] = []
+
+    def count(self: Trainer, step_ids: list[int], step: int) -> tuple[float, float]:
+        after.append(step)
+        return real(self, step_ids, step)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "_optimizer_step", count)
+        resumed = cli("distill", "--resume", "--output", out, *LOOP, *every)
+    assert resumed.code == 0, resumed.err
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["distill"]["teacher"] == str(teacher) and metrics["distill"]["student_layers_kept"] == 1
+    assert after[0] == 2 and len(after) == metrics["finetuned"]["steps"] - 2  # it went on from its checkpoint
