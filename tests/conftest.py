@@ -244,3 +244,12 @@ def one_error_line(result: Result, *needles: str) -> str:
 
 def train_args(model: str, train: Path | str, output: str = "run", *extra: str) -> list[str]:
     return ["train", "--model", model, "--train", str(train), "--output", output, *extra]
+
+
+def fast_intents_run(model: str, folder: Path, name: str) -> Path:
+    """`folder/name`: a classifier run on the intents, trained with FAST through the command line."""
+    from tunesmith.cli import main
+
+    write_intents(folder / "intents.csv")
+    assert main(train_args(model, folder / "intents.csv", str(folder / name), *FAST)) == 0
+    return folder / name

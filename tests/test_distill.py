@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, Result, one_error_line, train_args, write_intents
+from conftest import Result, fast_intents_run, one_error_line
 from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.inference import load_run, predict_texts
@@ -21,12 +21,7 @@ LOOP = ["--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--no-baseline"]
 
 @pytest.fixture(scope="module")
 def teacher(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tunesmith.cli import main
-
-    folder = tmp_path_factory.mktemp("distill")
-    write_intents(folder / "intents.csv")
-    assert main(train_args(tiny_model, folder / "intents.csv", str(folder / "teacher"), *FAST)) == 0
-    return folder / "teacher"
+    return fast_intents_run(tiny_model, tmp_path_factory.mktemp("distill"), "teacher")
 
 
 def _rows(path: Path) -> list[tuple[str, str]]:

@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, Result, one_error_line, train_args, write_intents
+from conftest import FAST, Result, fast_intents_run, one_error_line, train_args, write_intents
 from tunesmith.inference import load_run, predict_texts
 
 
 @pytest.fixture(scope="module")
 def classifier_run(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tunesmith.cli import main
-
-    folder = tmp_path_factory.mktemp("export")
-    write_intents(folder / "intents.csv")
-    assert main(train_args(tiny_model, folder / "intents.csv", str(folder / "run"), *FAST)) == 0
-    return folder / "run"
+    return fast_intents_run(tiny_model, tmp_path_factory.mktemp("export"), "run")
 
 
 def _metrics(cli: Callable[..., Result], *argv: str) -> dict:

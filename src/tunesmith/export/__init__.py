@@ -118,7 +118,7 @@ def export_run(
             checks = export_gguf(model, tokenizer, work, GGUF_FORMATS[fmt], prompts, cfg.data.chat, name)
             checks["rows_from"] = rows_from
         else:
-            texts, rows_from = _parity_texts(run_dir, run)
+            texts, rows_from = _parity_texts(run_dir)
             onnx_checks = write_onnx(model, run, tokenizer, texts, work, quantize=fmt == "onnx-int8")
             checks |= onnx_checks | {"rows_from": rows_from}
         tokenizer.save_pretrained(work)
@@ -175,7 +175,7 @@ def _refuse_gguf_model(run_dir: Path, cfg: RunConfig, trust_remote_code: bool) -
     check_supported((config.architectures or [type(config).__name__])[0], config, tokenizer)
 
 
-def _parity_texts(run_dir: Path, run: ClassifierRun | GenerativeRun) -> tuple[list[str], str]:
+def _parity_texts(run_dir: Path) -> tuple[list[str], str]:
     """The run's own test rows when it recorded them, else a few fixed texts (English and Chinese)."""
     try:
         texts = recorded_split(run_dir, "test")["text"].astype(str).tolist()[:PARITY_ROWS]

@@ -27,7 +27,7 @@ from tunesmith.inference import ClassifierRun, load_run
 from tunesmith.models import prune
 from tunesmith.models.config import PEFT_METHODS, PROMPT_METHODS
 from tunesmith.run_folder import SPLITS_FOLDER, is_export, run_config, split_path
-from tunesmith.tasks.base import Task, encode_texts
+from tunesmith.tasks.base import Task, encode_texts, forward_logits, make_examples
 from tunesmith.train.distill import NO_LABEL, with_teacher
 
 log = logging.getLogger("tunesmith")
@@ -137,8 +137,7 @@ def _ranking_batches(validation: list[dict], collate: Callable, batch_size: int)
 
 
 def _loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+    return torch.nn.functional.cross_entropy(forward_logits(model, batch).float(), batch["labels"])
 
 
 def soft_training_examples(
@@ -156,8 +155,7 @@ def soft_training_examples(
     if cfg.distill.unlabelled:
         texts = _unlabelled_texts(cfg, held_out)
         log.info("the teacher labels %d unlabelled rows from %s", len(texts), cfg.distill.unlabelled)
-        ids = encode_texts(tokenizer, texts, cfg.data.max_length)
-        rows = [{"input_ids": i, "labels": torch.tensor(NO_LABEL)} for i in ids]
+        rows = make_examples(encode_texts(tokenizer, texts, cfg.data.max_length), torch.full((len(texts),), NO_LABEL))
         out += with_teacher(rows, teacher.scores(texts))
     return out
 
@@ -170,10 +168,11 @@ def _unlabelled_texts(cfg: RunConfig, held_out: dict[str, pd.DataFrame]) -> list
     if not len(frame):
         raise TunesmithError(f"{path}: no texts in column `text`; the unlabelled file needs one text per row")
     splits = {name: f[["text"]] for name, f in held_out.items()} | {"unlabelled": frame}
-    leaks = [leak.index for leak in cross_split_leaks(splits, cfg.data.dedup) if leak.split == "unlabelled"]
+    # a set: a row that repeats both a validation and a test row is one row left out
+    leaks = {leak.index for leak in cross_split_leaks(splits, cfg.data.dedup) if leak.split == "unlabelled"}
     if leaks:
         log.info("%s: %d rows repeat a validation or test row (exactly or nearly) and are left out", path, len(leaks))
-    return frame.drop(index=set(leaks))["text"].astype(str).tolist()
+    return frame.drop(index=list(leaks))["text"].astype(str).tolist()
 
 
 def distill_record(cfg: RunConfig, teacher: ClassifierRun, student: nn.Module, unlabelled_rows: int) -> dict:
