@@ -235,3 +235,21 @@ def test_the_registry_names_every_task_and_its_recipe() -> None:
     cli = (SRC / "cli.py").read_text(encoding="utf-8")
     # The CLI asks the registry (through the recipes) which kind a task is, never a list of names.
     assert '"seq2seq"' not in cli and "GENERATIVE" not in cli
+
+
+def test_serve_loads_runs_only_the_way_predict_and_chat_do() -> None:
+    """The service opens a run through `inference.open_run`, never with a loader of its own."""
+    graph = import_graph()
+    serving = {m: deps for m, deps in graph.items() if m.startswith("tunesmith.serve")}
+    assert "tunesmith.inference" in serving["tunesmith.serve.models"]
+    own_loading = {"tunesmith.models.loading", "tunesmith.models.registry", "tunesmith.run_folder"}
+    assert {m: deps & own_loading for m, deps in serving.items() if deps & own_loading} == {}
+
+
+def test_serve_help_lists_only_server_flags() -> None:
+    text = help_of("serve")
+    for flag in ("--lr", "--epochs", "--train", "--output", "--lora-r", "--resume", "--max-new-tokens"):
+        assert flag not in text, flag
+    for flag in ("--host", "--port", "--api-key", "--max-batch-size", "--max-body-bytes", "--max-tokens"):
+        assert flag in text, flag
+    assert "server options" in text

@@ -48,6 +48,7 @@ EPILOG = """examples:
   tunesmith compress runs/x --output runs/x-small                 (fp32, ONNX and int8 side by side, measured)
   tunesmith distill --teacher runs/x --student-layers 6 --output runs/x-6   (half the layers, on the soft labels)
   tunesmith prune runs/x --ffn-keep 0.5 --output runs/x-ffn50     (half of each FFN, then a 1-epoch recovery)
+  tunesmith serve runs/x runs/chat --port 8000    (POST /v1/classify; OpenAI's /v1/chat/completions for runs/chat)
 """
 
 _TRUST = "run code shipped with the run's model (only for models you trust; a run folder never turns this on)"
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _tune_parser(sub)
     _advise_parser(sub)
+    _serve_parser(sub)
     sub.add_parser("models", help="list the model aliases that work offline")
     return parser
 
@@ -321,6 +323,35 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
     study.add_argument("--resume", action="store_true", help="continue the study in --study (or join it as a worker)")
     study.add_argument("--overwrite", action="store_true", help="replace the study in --study (one tunesmith made)")
     add_config_flags(tune, CommandFlags(tuple(p for p in TRAIN.takes if p != "output")))  # trials go in --study
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    import dataclasses
+
+    from tunesmith.config import CommandFlags
+    from tunesmith.serve.config import ServeConfig
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve finished runs over HTTP: /v1/classify, and OpenAI's /v1/chat/completions for sft runs",
+        description="Serves each run (or export folder) under its folder's name, or NAME=RUN. Classifiers answer "
+        "POST /v1/classify, micro-batched across requests; sft and seq2seq runs answer OpenAI's "
+        "/v1/chat/completions and /v1/completions (streaming too), so the official openai client works. "
+        "GET /health, GET /v1/models. Stops cleanly on SIGTERM or Ctrl-C.",
+    )
+    serve.add_argument("runs", nargs="+", metavar="RUN", help="run or export folder, or NAME=FOLDER; several allowed")
+    names = tuple(f.name for f in dataclasses.fields(ServeConfig))
+    add_config_flags(serve, CommandFlags(names), root=ServeConfig, title="server")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tunesmith.serve import ServeConfig, serve
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig) if hasattr(args, f.name)}
+    serve(args.runs, ServeConfig(**given))
+    return 0
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
@@ -575,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         "prune": cmd_prune,
         "tune": cmd_tune,
         "advise": cmd_advise,
+        "serve": cmd_serve,
     }
     try:
         if args.command != "models":

@@ -301,16 +301,19 @@ _GROUP_TITLES = {
 }
 
 
-def add_config_flags(parser: argparse.ArgumentParser, command: CommandFlags = TRAIN) -> None:
+def add_config_flags(
+    parser: argparse.ArgumentParser, command: CommandFlags = TRAIN, root: type = RunConfig, title: str = "run"
+) -> None:
     """One flag per config field the command takes, grouped by section; defaults are SUPPRESSed so only the
-    flags given override the YAML, and the help shows the command's own default."""
+    flags given override the YAML, and the help shows the command's own default. `root` is the config
+    dataclass the fields come from (a run's, or another command's such as `serve`'s), `title` its top group's."""
     groups: dict[str, Any] = {}
-    for path, f, hint in _leaf_fields(RunConfig):
+    for path, f, hint in _leaf_fields(root):
         if not command.wants(path):
             continue
         section = ".".join(path[:-1]) or "run"
-        title = _GROUP_TITLES.get(section, section)
-        group = groups.setdefault(section, parser.add_argument_group(f"{title} options"))
+        heading = title if section == "run" else _GROUP_TITLES.get(section, section)
+        group = groups.setdefault(section, parser.add_argument_group(f"{heading} options"))
         dest = ".".join(path)
         base = _strip_optional(hint)
         help_text = f.metadata.get("help", "")

@@ -48,12 +48,18 @@ class ClassifierRun:
     tokenizer: Any
     device: torch.device
 
-    def scores(self, texts: list[str]) -> np.ndarray:
-        return self.predict_examples(make_examples(encode_texts(self.tokenizer, texts, self.cfg.data.max_length), None))
+    def scores(self, texts: list[str], batch_size: int | None = None, max_spread: float | None = None) -> np.ndarray:
+        examples = make_examples(encode_texts(self.tokenizer, texts, self.cfg.data.max_length), None)
+        return self.predict_examples(examples, batch_size, max_spread)
 
-    def predict_examples(self, examples: list[dict[str, Any]]) -> np.ndarray:
+    def predict_examples(
+        self, examples: list[dict[str, Any]], batch_size: int | None = None, max_spread: float | None = None
+    ) -> np.ndarray:
+        """Scores in input order, computed up to `batch_size` (default: the run's eval batch size) texts of
+        similar length at a time (see `evaluate.scores.length_batches`)."""
         collate = task_info(self.cfg.task).collate(self.tokenizer.pad_token_id)
-        return predict_scores(self.model, self.task, examples, collate, self.cfg.train.eval_batch_size, self.device)
+        size = batch_size or self.cfg.train.eval_batch_size
+        return predict_scores(self.model, self.task, examples, collate, size, self.device, max_spread)
 
 
 @dataclass
@@ -150,8 +156,10 @@ def _open_generative(run_dir: Path, cfg: RunConfig, device: str) -> GenerativeRu
 # --- classifiers -------------------------------------------------------------------------------------
 
 
-def predict_texts(run: ClassifierRun, texts: list[str]) -> list[dict[str, Any]]:
-    return run.task.describe(run.scores(texts))
+def predict_texts(
+    run: ClassifierRun, texts: list[str], batch_size: int | None = None, max_spread: float | None = None
+) -> list[dict[str, Any]]:
+    return run.task.describe(run.scores(texts, batch_size, max_spread))
 
 
 def predict_file(

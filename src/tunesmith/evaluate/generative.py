@@ -15,6 +15,7 @@ from torch import nn
 from tunesmith.data.chat import Conversation
 from tunesmith.evaluate.generate import answer_loss, generate_texts
 from tunesmith.evaluate.generation import text_metrics
+from tunesmith.models.loading import position_limit
 from tunesmith.tasks import task_info
 from tunesmith.tasks.seq2seq import encode_pairs, source_ids, source_target
 from tunesmith.tasks.sft import encode_all, prompt_ids
@@ -44,13 +45,22 @@ class LanguageModel:
             return encode_pairs(self.tokenizer, self.model.config, convs, self.max_length)
         return encode_all(self.tokenizer, convs, self.max_length, train_on_prompt, source)
 
-    def prompt(self, history: Conversation) -> list[int]:
-        """Token ids that ask for the next answer: the same template and tokenization as training."""
+    def prompt(self, history: Conversation, truncate: bool = True) -> list[int]:
+        """Token ids that ask for the next answer: the same template and tokenization as training, cut to
+        max_length as training cuts; `truncate=False` keeps every token, for a caller that refuses long prompts."""
+        limit = self.max_length if truncate else None
         if self.seq2seq:
-            return source_ids(
-                self.tokenizer, source_target([*history, {"role": "assistant", "content": ""}])[0], self.max_length
-            )
-        return prompt_ids(self.tokenizer, history)[-self.max_length :]  # oldest context goes first, as in training
+            return source_ids(self.tokenizer, source_target([*history, {"role": "assistant", "content": ""}])[0], limit)
+        ids = prompt_ids(self.tokenizer, history)
+        return ids[-limit:] if limit else ids  # oldest context goes first, as in training
+
+    def room(self, prompt_tokens: int) -> int | None:
+        """How many tokens an answer to a prompt this long can have before the model runs out of positions;
+        None when its positions set no limit (T5's relative ones)."""
+        limit = position_limit(self.model)
+        if limit is None:
+            return None
+        return limit if self.seq2seq else limit - prompt_tokens  # a seq2seq answer has the decoder's own positions
 
     def loss(self, examples: list[dict], batch_size: int) -> dict[str, float]:
         return answer_loss(self.model, self.task.loss, examples, self.collate, batch_size, self.device)

@@ -21,13 +21,13 @@ def predict_scores(
     collate: Collator,
     batch_size: int,
     device: torch.device,
+    max_spread: float | None = None,
 ) -> np.ndarray:
-    """Task scores for every example, in input order; batches are length-sorted to cut padding."""
+    """Task scores for every example, in input order; batches are length-sorted to cut padding, and with
+    `max_spread` a batch also ends before a text that many times longer than its shortest one."""
     model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     rows: list[Any] = [None] * len(examples)
-    for start in range(0, len(order), batch_size):
-        ids = order[start : start + batch_size]
+    for ids in length_batches([len(e["input_ids"]) for e in examples], batch_size, max_spread):
         batch = collate([examples[i] for i in ids])
         logits = model(
             input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
@@ -35,6 +35,21 @@ def predict_scores(
         for i, row in zip(ids, rows_of(task.scores(logits), batch["attention_mask"]), strict=True):
             rows[i] = row
     return stack_rows(rows)
+
+
+def length_batches(lengths: list[int], batch_size: int, max_spread: float | None = None) -> list[list[int]]:
+    """Indices in batches of similar length: sorted by length, at most `batch_size` each, and (with
+    `max_spread`) none whose longest text is more than `max_spread` times its shortest, so that a few texts
+    of mixed lengths (a service's batch) are not padded to the longest of them."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        current = batches[-1] if batches else []
+        full = len(current) == batch_size
+        if not current or full or (max_spread is not None and lengths[i] > max_spread * lengths[current[0]]):
+            batches.append([i])
+        else:
+            current.append(i)
+    return batches
 
 
 def score_evaluator(

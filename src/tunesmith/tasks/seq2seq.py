@@ -25,8 +25,9 @@ def source_target(conv: Conversation) -> tuple[str, str]:
     return users[0], conv[-1]["content"]
 
 
-def source_ids(tokenizer: Any, text: str, max_length: int) -> list[int]:
-    return tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+def source_ids(tokenizer: Any, text: str, max_length: int | None) -> list[int]:
+    """The source's tokens, cut at `max_length` as in training; None keeps them all (a service checks the length)."""
+    return tokenizer(text, truncation=max_length is not None, max_length=max_length)["input_ids"]
 
 
 def target_ids(tokenizer: Any, model_config: Any, text: str, max_length: int) -> list[int]:
