@@ -207,6 +207,20 @@ def test_length_batches_sort_cap_and_never_pad_past_the_spread() -> None:
     assert length_batches(lengths, 8, max_spread=2.0) == [[1, 2, 4, 7], [0, 5, 6], [3]]
 
 
+def test_an_onnx_export_is_served_through_onnx_runtime(runs: dict[str, Path], tmp_path: Path) -> None:
+    export = tmp_path / "intents-onnx"
+    assert main(["export", str(runs["intents"]), "--format", "onnx", "--output", str(export)]) == 0
+    texts = ["where is my parcel", "我想退款", "reset my password please"]
+    served = load_served([f"int8={export}"], "cpu")
+    assert type(served["int8"].run.model).__name__ == "OnnxClassifier"
+    expected = predict_texts(load_served([str(runs["intents"])], "cpu")["intents"].run, texts)  # type: ignore[arg-type]
+    with live(served) as (url, _):
+        rows = post(url, "/v1/classify", {"input": texts}).json()["data"]
+    assert [r["label"] for r in rows] == [e["label"] for e in expected]
+    for r, e in zip(rows, expected, strict=True):
+        assert r["probs"] == pytest.approx(e["probs"], abs=1e-4)
+
+
 def test_micro_batcher_bounds_its_queue_and_survives_a_failing_batch() -> None:
     async def scenario() -> None:
         gate = threading.Event()
@@ -357,6 +371,7 @@ class SlowAnswer:
         self.asked: int | None = None
         self.made = 0
         self.cut = False
+        self.fail_after: int | None = None  # raise, as a model out of memory would, after this many tokens
 
     def __call__(self, prompt: list[int], sampling: Sampling, on_token: Callable, stop: threading.Event) -> None:
         self.asked = sampling.max_new_tokens
@@ -364,6 +379,8 @@ class SlowAnswer:
             if stop.is_set():
                 self.cut = True
                 return
+            if n == self.fail_after:
+                raise RuntimeError("out of memory")
             on_token(self.tokens[n % len(self.tokens)])
             self.made += 1
             time.sleep(0.01)
@@ -405,6 +422,20 @@ def test_a_client_gone_before_a_plain_answer_stops_its_generation(slow_chat: tup
         assert time.monotonic() < deadline, f"generation went on after the client left ({slow.made} tokens)"
         time.sleep(0.02)
     assert slow.made < 150
+
+
+def test_a_generation_that_fails_mid_stream_ends_the_stream_with_an_error(slow_chat: tuple[str, SlowAnswer]) -> None:
+    url, slow = slow_chat
+
+    slow.fail_after = 6
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
+    stream = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=50, stream=True
+    )
+    with pytest.raises(openai.APIError, match="out of memory"):
+        list(stream)
+    plain = post(url, "/v1/chat/completions", {**CHAT, "max_tokens": 20})
+    assert plain.status_code == 500 and "RuntimeError" in plain.json()["error"]["message"]
 
 
 def test_an_answer_is_cut_to_the_positions_the_model_has_left(slow_chat: tuple[str, SlowAnswer]) -> None:
