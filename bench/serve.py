@@ -167,7 +167,8 @@ def main() -> None:
             f"| {name} | {r['p50']:.1f} | {r['p99']:.1f} | {r['rps']:.1f} | {r['errors']:.0f} | {r['batch']:.1f} | "
             f"{r['rss']:.0f} MB | {ratio:.2f}x |"
         )
-    print(f"| `tunesmith predict`, one batch of {n} | | | {reference['rps']:.1f} texts/s (model loaded) | | | | 1.00x |")
+    loaded = f"{reference['rps']:.1f} texts/s (model loaded)"
+    print(f"| `tunesmith predict`, one batch of {n} | | | {loaded} | | | | 1.00x |")
     print(f"\n`tunesmith predict --input` on the {n} texts took {reference['wall']:.1f} s in all, loading included.")
 
 

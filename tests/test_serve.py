@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import torch
 import uvicorn
 from fastapi import FastAPI
 
@@ -436,6 +437,19 @@ def test_a_generation_that_fails_mid_stream_ends_the_stream_with_an_error(slow_c
         list(stream)
     plain = post(url, "/v1/chat/completions", {**CHAT, "max_tokens": 20})
     assert plain.status_code == 500 and "RuntimeError" in plain.json()["error"]["message"]
+
+
+def test_the_room_left_counts_a_prompt_tunings_virtual_tokens(tiny_lm: str) -> None:
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.evaluate.generative import LanguageModel
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    tuned = peft.get_peft_model(base, peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5))
+    plain = LanguageModel(base, None, "sft", 64, torch.device("cpu"))
+    assert plain.room(10) == 256 - 10  # the tiny Llama's 256 positions
+    assert LanguageModel(tuned, None, "sft", 64, torch.device("cpu")).room(10) == 256 - 5 - 10
 
 
 def test_an_answer_is_cut_to_the_positions_the_model_has_left(slow_chat: tuple[str, SlowAnswer]) -> None:

@@ -60,7 +60,11 @@ class LanguageModel:
         limit = position_limit(self.model)
         if limit is None:
             return None
-        return limit if self.seq2seq else limit - prompt_tokens  # a seq2seq answer has the decoder's own positions
+        if self.seq2seq:
+            return limit  # a seq2seq answer has the decoder's own positions
+        peft = getattr(self.model, "active_peft_config", None)
+        virtual = peft.num_virtual_tokens if peft is not None and peft.is_prompt_learning else 0
+        return limit - virtual - prompt_tokens  # prompt and prefix tuning put their virtual tokens first
 
     def loss(self, examples: list[dict], batch_size: int) -> dict[str, float]:
         return answer_loss(self.model, self.task.loss, examples, self.collate, batch_size, self.device)

@@ -17,10 +17,11 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
@@ -317,9 +318,9 @@ def _generation_routes(router: APIRouter, workers: Workers, cfg: ServeConfig) ->
         return call.body(choices, _usage(prompt_tokens, answer_tokens))
 
 
-async def _finish(answer: AsyncIterator[str | Finished]) -> Finished:
+async def _finish(answer: AsyncGenerator[str | Finished, None]) -> Finished:
     """The whole answer at once: the stream run to its end."""
-    async with contextlib.aclosing(answer) as pieces:  # type: ignore[type-var]
+    async with contextlib.aclosing(answer) as pieces:
         async for item in pieces:
             if isinstance(item, Finished):
                 return item
@@ -352,19 +353,19 @@ class _Call:
 
 
 async def _indexed(
-    answers: list[tuple[int, AsyncIterator[str | Finished]]],
-) -> AsyncIterator[tuple[int, str | Finished]]:
+    answers: list[tuple[int, AsyncGenerator[str | Finished, None]]],
+) -> AsyncGenerator[tuple[int, str | Finished], None]:
     """Each answer's pieces in turn, tagged with its choice index; each is closed (its generation stopped)
     when this is, however it ends."""
     for index, answer in answers:
-        async with contextlib.aclosing(answer) as pieces:  # type: ignore[type-var]
+        async with contextlib.aclosing(answer) as pieces:
             async for item in pieces:
                 yield index, item
 
 
 async def _stream(
     call: _Call,
-    indexed: AsyncIterator[tuple[int, str | Finished]],
+    indexed: AsyncGenerator[tuple[int, str | Finished], None],
     body: ChatRequest | CompletionRequest,
     request: Request,
     chat: bool,
@@ -376,7 +377,7 @@ async def _stream(
     except StopAsyncIteration:
         first = None
     except BaseException:
-        await indexed.aclose()  # type: ignore[attr-defined]
+        await indexed.aclose()
         raise
 
     def chunk(index: int, item: str | Finished) -> str:
@@ -388,7 +389,7 @@ async def _stream(
         choice.update(finish_reason=item.reason if done else None, logprobs=None)
         return _event(call.body([choice], chunk=True))
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncGenerator[str, None]:
         prompt_tokens = answer_tokens = 0
         try:
             if chat:
@@ -416,10 +417,22 @@ async def _stream(
         except Exception as e:  # the status line is sent: the error goes in the stream, as OpenAI sends it
             yield _event(error_body(500, f"generation failed ({type(e).__name__}: {e})"))
         finally:
-            await indexed.aclose()  # type: ignore[attr-defined]
+            await indexed.aclose()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return _EventStream(events(), media_type="text/event-stream", headers=headers)
+
+
+class _EventStream(StreamingResponse):
+    """A stream whose events are always closed, and so its generation stopped, when the response ends:
+    Starlette leaves the body iterator paused where a client that left interrupted it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 def _event(payload: dict[str, Any]) -> str:

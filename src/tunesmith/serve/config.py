@@ -42,7 +42,7 @@ class ServeConfig:
         1024, "texts (classifiers) or requests (generation) waiting per model; beyond it requests get 503"
     )
     max_body_bytes: int = option(2_000_000, "largest request body; larger ones get 413")
-    max_texts: int = option(256, "most texts in one /v1/classify request")
+    max_texts: int = option(256, "most texts in one /v1/classify request, or prompts in one /v1/completions request")
     max_text_chars: int = option(20_000, "longest text, message or prompt, in characters")
     max_messages: int = option(256, "most messages in one chat request")
     max_tokens: int = option(1024, f"largest max_tokens a request may ask for (at most {MAX_NEW_TOKENS})")

@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -36,10 +36,10 @@ class Finished:
     completion_tokens: int
 
 
+_SEEDED = threading.Lock()
 _SPACE = re.compile(r"\s")
 _CJK = re.compile(
-    "[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
-    "\U00020000-\U0002ffff]"
+    "[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0002ffff]"
 )
 
 
@@ -132,7 +132,7 @@ class Generator:
 
     async def stream(
         self, prompt: list[int], sampling: Sampling, stops: list[str], seed: int | None = None
-    ) -> AsyncIterator[str | Finished]:
+    ) -> AsyncGenerator[str | Finished, None]:
         """Text pieces as they come, then one `Finished`. Leaving early (a client gone) stops generation."""
         await self._take_turn()
         loop = asyncio.get_running_loop()
@@ -187,8 +187,11 @@ class Generator:
                 stop.set()
 
         if seed is not None and sampling.temperature > 0:
-            torch.manual_seed(seed)
-        self._generate(prompt, sampling, on_token, stop)
+            with _SEEDED:  # torch's random state is one per process: another run sampling meanwhile would draw from it
+                torch.manual_seed(seed)
+                self._generate(prompt, sampling, on_token, stop)
+        else:
+            self._generate(prompt, sampling, on_token, stop)
         if rest := detok.finish():
             hand_over(rest)
         hit_length = len(counted) >= sampling.max_new_tokens and counted[-1] not in self.eos
