@@ -535,6 +535,11 @@ def test_bad_chat_requests(url: str, case: str) -> None:
     refused(post(url, "/v1/chat/completions", body), 400, param)
 
 
+def test_classify_on_a_server_of_chat_runs_names_what_is_served(served: dict[str, Served]) -> None:
+    with live({"chat": served["chat"]}) as (url, _):
+        refused(post(url, "/v1/classify", {"input": "x"}), 400, "model", "no classifier run", "chat (sft)")
+
+
 def test_bad_completion_requests(url: str) -> None:
     ok = {"model": "s2s", "prompt": "hi", "max_tokens": 4}
     refused(post(url, "/v1/completions", {**ok, "prompt": []}), 400, "prompt")

@@ -77,11 +77,14 @@ class Workers:
     def pick(self, name: str | None, generative: bool) -> Served:
         """The run a request names, or the only one of its kind when it names none."""
         kind = [s for s in self.served.values() if s.generative == generative]
+        what = "generative" if generative else "classifier"
+        if not kind:
+            others = ", ".join(f"{s.name} ({s.task})" for s in self.served.values())
+            raise ApiError(400, f"model: no {what} run is served here; served: {others}", "model")
         if name is None:
             if len(kind) == 1:
                 return kind[0]
-            what = "generative" if generative else "classifier"
-            names = ", ".join(s.name for s in kind) or "none"
+            names = ", ".join(s.name for s in kind)
             raise ApiError(400, f"model: name one of the {what} runs served ({names})", "model")
         served = self.served.get(name)
         if served is None:
