@@ -253,3 +253,14 @@ def test_serve_help_lists_only_server_flags() -> None:
     for flag in ("--host", "--port", "--api-key", "--max-batch-size", "--max-body-bytes", "--max-tokens"):
         assert flag in text, flag
     assert "server options" in text
+
+
+def test_predicting_and_serving_load_no_training_only_library() -> None:
+    """scikit-learn, scipy and rouge-score (with nltk) cost about 90 MB and a second at start-up; `predict` and
+    `serve` never fit a probe or compute a metric, so they load them only when a function needs them."""
+    code = (
+        "import sys, tunesmith.inference, tunesmith.serve; "
+        "print(sorted(m for m in ('sklearn', 'scipy', 'nltk', 'rouge_score', 'sacrebleu') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from rouge_score.rouge_scorer import RougeScorer
-from sacrebleu.metrics import BLEU, CHRF
-
 # CJK Unified Ideographs (base + extension A), hiragana/katakana, hangul syllables: scripts written without spaces.
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\u3040-\u30ff\uac00-\ud7af"
 _CJK_CHAR = re.compile(f"[{_CJK}]")
@@ -30,6 +27,10 @@ def _normalise(text: str) -> str:
 
 def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float | int]:
     """Corpus BLEU and chrF (sacrebleu), ROUGE-1/2/L F1, exact match, over pairs of strings."""
+    # loaded here, not with the module: rouge-score pulls in nltk, which `predict` and `serve` never need
+    from rouge_score.rouge_scorer import RougeScorer
+    from sacrebleu.metrics import BLEU, CHRF
+
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     pairs = list(zip(predictions, references, strict=True))

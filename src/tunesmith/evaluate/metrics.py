@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
-from sklearn import metrics as skm
+
+# scikit-learn and scipy load inside the functions that use them, not with the module: `predict` and `serve`
+# import this module (through the tasks) and never compute a metric; the two cost about 150 MB and a second.
 
 # Validation metrics that can pick the best checkpoint, per task, and which of them fall as models improve.
 SELECTABLE = {
@@ -35,6 +36,8 @@ LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "hamming_loss", "loss", "perp
 
 
 def classification(probs: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict:
+    from sklearn import metrics as skm
+
     pred = probs.argmax(axis=1)
     ids = list(range(len(labels)))
     p_ma, r_ma, f_ma, _ = skm.precision_recall_fscore_support(
@@ -61,6 +64,9 @@ def classification(probs: np.ndarray, targets: np.ndarray, labels: list[str]) ->
 
 
 def regression(pred: np.ndarray, targets: np.ndarray) -> dict:
+    from scipy import stats
+    from sklearn import metrics as skm
+
     pred, targets = pred.reshape(-1), targets.reshape(-1)
     constant = np.std(pred) == 0 or np.std(targets) == 0
     return {
@@ -75,6 +81,8 @@ def regression(pred: np.ndarray, targets: np.ndarray) -> dict:
 
 
 def multilabel(probs: np.ndarray, targets: np.ndarray, labels: list[str], threshold: float) -> dict:
+    from sklearn import metrics as skm
+
     pred = (probs >= threshold).astype(int)
     targets = targets.astype(int)
     out = {"threshold": threshold, "n": len(targets)}
@@ -90,6 +98,8 @@ def multilabel(probs: np.ndarray, targets: np.ndarray, labels: list[str], thresh
 
 def best_threshold(probs: np.ndarray, targets: np.ndarray) -> float:
     """The single decision threshold that maximises micro-F1 (on validation data)."""
+    from sklearn import metrics as skm
+
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     scores = [
         skm.f1_score(targets.astype(int), (probs >= t).astype(int), average="micro", zero_division=0) for t in grid

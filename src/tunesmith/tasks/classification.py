@@ -8,9 +8,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from tunesmith.errors import TunesmithError
@@ -82,6 +79,11 @@ class Classification:
         return metrics.classification(scores, targets, self.labels)
 
     def probe(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+        # scikit-learn loads here, not with the module: predicting and serving never fit a probe
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
         clf.fit(train_x, train_y)
         probs = np.zeros((len(test_x), len(self.labels)))

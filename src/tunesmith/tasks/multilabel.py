@@ -8,10 +8,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from tunesmith.errors import TunesmithError
@@ -71,6 +67,12 @@ class Multilabel:
         return metrics.multilabel(scores, targets, self.labels, self.threshold)
 
     def probe(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+        # scikit-learn loads here, not with the module: predicting and serving never fit a probe
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         probs = np.zeros((len(test_x), len(self.labels)))
         present = [j for j in range(len(self.labels)) if 0 < train_y[:, j].sum() < len(train_y)]
         clf = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=3000)))
