@@ -105,10 +105,8 @@ def live(served: dict[str, Served], **settings: object) -> Iterator[tuple[str, F
     sock = _bind("127.0.0.1", 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.01)
+    wait_until(lambda: server.started or not thread.is_alive(), 30, "the server did not start")
+    assert server.started, "the server did not start"
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
     finally:
@@ -133,6 +131,14 @@ def url(server: tuple[str, FastAPI]) -> str:
 @pytest.fixture(scope="module")
 def client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def wait_until(done: Callable[[], bool], seconds: float, failure: str | Callable[[], str]) -> None:
+    """Poll `done` until it holds; fail with `failure` (a text, or a function making one then) past `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, failure() if callable(failure) else failure
+        time.sleep(0.02)
 
 
 def post(url: str, route: str, body: object, **kwargs: object) -> httpx.Response:
@@ -394,10 +400,7 @@ def slow_chat(served: dict[str, Served], monkeypatch: pytest.MonkeyPatch) -> Ite
         slow = SlowAnswer(generator)
         monkeypatch.setattr(generator, "_generate", slow)
         yield url, slow
-        deadline = time.monotonic() + 20
-        while generator.lock.locked():
-            assert time.monotonic() < deadline, "the model was still held after the test"
-            time.sleep(0.02)
+        wait_until(lambda: not generator.lock.locked(), 20, "the model was still held after the test")
 
 
 def test_a_client_gone_mid_stream_stops_its_generation(slow_chat: tuple[str, SlowAnswer]) -> None:
@@ -406,10 +409,7 @@ def test_a_client_gone_mid_stream_stops_its_generation(slow_chat: tuple[str, Slo
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         next(response.iter_lines())  # the stream started; now the client leaves
-    deadline = time.monotonic() + 10
-    while not slow.cut:
-        assert time.monotonic() < deadline, f"generation went on after the client left ({slow.made} tokens)"
-        time.sleep(0.02)
+    wait_until(lambda: slow.cut, 10, lambda: f"generation went on after the client left ({slow.made} tokens)")
     assert slow.made < 150
 
 
@@ -418,10 +418,7 @@ def test_a_client_gone_before_a_plain_answer_stops_its_generation(slow_chat: tup
     body = {"model": "chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 200}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{url}/v1/chat/completions", json=body, timeout=0.5)
-    deadline = time.monotonic() + 10
-    while not slow.cut:
-        assert time.monotonic() < deadline, f"generation went on after the client left ({slow.made} tokens)"
-        time.sleep(0.02)
+    wait_until(lambda: slow.cut, 10, lambda: f"generation went on after the client left ({slow.made} tokens)")
     assert slow.made < 150
 
 

@@ -74,6 +74,11 @@ class Workers:
         for generator in self.generators.values():
             generator.close()
 
+    def generator(self, name: str | None) -> tuple[Served, Generator]:
+        """The generative run a request names (or the only one), and the generator that answers with it."""
+        served = self.pick(name, generative=True)
+        return served, self.generators[served.name]
+
     def pick(self, name: str | None, generative: bool) -> Served:
         """The run a request names, or the only one of its kind when it names none."""
         kind = [s for s in self.served.values() if s.generative == generative]
@@ -267,10 +272,8 @@ async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
 def _generation_routes(router: APIRouter, workers: Workers, cfg: ServeConfig) -> None:
     @router.post("/chat/completions", response_model=None)
     async def chat(body: ChatRequest, request: Request) -> dict[str, Any] | StreamingResponse:
-        served = workers.pick(body.model, generative=True)
-        run = served.run
-        assert isinstance(run, GenerativeRun)
-        generator = workers.generators[served.name]
+        served, generator = workers.generator(body.model)
+        run = generator.run
         try:
             history = _conversation(run, body.messages, cfg)
         except TunesmithError as e:
@@ -292,10 +295,8 @@ def _generation_routes(router: APIRouter, workers: Workers, cfg: ServeConfig) ->
 
     @router.post("/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> dict[str, Any] | StreamingResponse:
-        served = workers.pick(body.model, generative=True)
-        run = served.run
-        assert isinstance(run, GenerativeRun)
-        generator = workers.generators[served.name]
+        served, generator = workers.generator(body.model)
+        run = generator.run
         sampling = _sampling(body, cfg)
         prompts = body.prompts()
         if not prompts or len(prompts) > cfg.max_texts:
