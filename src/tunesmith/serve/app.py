@@ -38,10 +38,10 @@ from tunesmith.serve.models import Served
 from tunesmith.serve.schemas import ChatRequest, ClassifyRequest, CompletionRequest, Message
 
 # How a classifier's call is cut into forward passes on a CPU: length-sorted passes of at most 8 texts, none
-# padded past twice its shortest text. Measured on the demo classifier (2-core Xeon; 12 calls of 14 reviews
-# drawn at random, as the service gathers them, median of 3): PyTorch 70.5 texts/s, against 67.3 in passes of
-# 8 without the length rule, 46.1 in passes of 16 and 41.2 one text at a time; its ONNX int8 export 99.9,
-# against 94.4, 55.6 and 108.6. On a GPU the whole call is one pass.
+# padded past twice its shortest text. `python bench/serve_passes.py` on the demo classifier (2-core Xeon; 12
+# calls of 14 reviews drawn at random, as the service gathers them, median of 3): PyTorch 66.8 texts/s, against
+# 60.4 in passes of 8 without the length rule, 45.5 in passes of 16 and 40.8 one text at a time; its ONNX int8
+# export 85.2, against 74.1, 47.1 and 84.1. On a GPU the whole call is one pass.
 CPU_FORWARD_BATCH = 8
 CPU_LENGTH_SPREAD = 2.0
 
