@@ -87,7 +87,7 @@ def count_steps(t: Trainer) -> list[int]:
     trained: list[int] = []
     step = t._optimizer_step
 
-    def counted(step_ids: list[int], done: int) -> tuple[float, float]:
+    def counted(step_ids: list[int], done: int) -> tuple[float, float | None, float]:
         trained.append(done + 1)
         return step(step_ids, done)
 
@@ -465,7 +465,7 @@ def kill_mid_run(args: list[str], output: Path, env: dict[str, str], total: int)
 
 
 def untimed_log(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("examples_per_s", "seconds")} for r in read_log(run)]
+    return [{k: v for k, v in r.items() if k not in ("examples_per_s", "seconds", "time")} for r in read_log(run)]
 
 
 def resume_after_kill_9(args: list[str], tmp_path: Path) -> tuple[Path, Path]:

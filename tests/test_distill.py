@@ -216,7 +216,7 @@ def test_a_killed_distillation_resumes_without_naming_its_teacher_again(
 
     real, steps = Trainer._optimizer_step, []
 
-    def stop_at_the_third_step(self: Trainer, step_ids: list[int], step: int) -> tuple[float, float]:
+    def stop_at_the_third_step(self: Trainer, step_ids: list[int], step: int) -> tuple[float, float | None, float]:
         if len(steps) == 2:
             raise KeyboardInterrupt
         steps.append(step)
@@ -230,7 +230,7 @@ def test_a_killed_distillation_resumes_without_naming_its_teacher_again(
     assert not (out / "metrics.json").exists()
     after: list[int] = []
 
-    def count(self: Trainer, step_ids: list[int], step: int) -> tuple[float, float]:
+    def count(self: Trainer, step_ids: list[int], step: int) -> tuple[float, float | None, float]:
         after.append(step)
         return real(self, step_ids, step)
 

@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --cv, then train the final model on the whole training split into --output/final, saved as "
         "--save says (default: on)",
     )
+    scale = train.add_argument_group("data-parallel training (torch.distributed)")
+    scale.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train in N processes through torchrun (DDP: gloo on the CPU, one GPU each with nccl); --batch-size "
+        "stays the examples per optimizer step, shared by the processes. For several machines run torchrun "
+        "yourself: torchrun --nnodes ... -m tunesmith train ...",
+    )
     add_config_flags(train, TRAIN)
 
     predict = sub.add_parser("predict", help="label texts with a trained run")
@@ -373,6 +382,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tunesmith.run_folder import train_config
     from tunesmith.summaries import summary
 
+    if args.nproc is not None and args.nproc != 1 and "RANK" not in os.environ:  # RANK: torchrun started us
+        return _launch(args)
     if args.cv is not None:
         return _train_cv(args)
     if args.cv_refit is not None:
@@ -381,6 +392,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = recipes.train(cfg, overwrite=args.overwrite, resume=args.resume, save=args.save)
     print(summary(metrics))
     print(f"run folder: {cfg.output}")
+    return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """`train --nproc N`: the same command line under torchrun, where each process sees it is one rank of N.
+
+    torchrun's own parser is given only its flags: it would read ours (--nproc is a prefix of its
+    --nproc-per-node) before handing them on.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    if args.nproc < 1:
+        raise TunesmithError(f"--nproc must be at least 1, got {args.nproc}")
+    # torchrun gives each process one thread unless told; on a CPU, share the cores out instead
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+    launch = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={args.nproc}", "-m", "tunesmith"])
+    launch.training_script_args = args.argv
+    try:
+        run(launch)
+    except ChildFailedError as e:
+        ranks = ", ".join(str(failure.local_rank) for failure in e.failures.values())
+        raise TunesmithError(f"training stopped: rank {ranks} failed (its error is above)") from None
     return 0
 
 
@@ -591,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="tunesmith: %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` runs it again under torchrun
     commands = {
         "train": cmd_train,
         "predict": cmd_predict,

@@ -170,7 +170,8 @@ def plan_run_folder(
         work = staging
     else:
         work = final  # a new run, or an empty folder: written in place, nothing replaced
-    return RunFolder(final, work, resume=resume, save=save, lock=lock_folder(final))
+    lock = lock_folder(final) if is_main_process() else None  # other torchrun ranks never write it
+    return RunFolder(final, work, resume=resume, save=save, lock=lock)
 
 
 def _resume_target(final: Path, staging: Path, output: str | Path) -> Path:

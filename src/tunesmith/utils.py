@@ -115,10 +115,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def is_main_process() -> bool:
-    """True unless a torch.distributed process group says this is another rank.
-
-    Nothing in tunesmith starts a process group yet: one process trains on one device. This only keeps
-    the run folder's writes in one place for when distributed training comes."""
+    """True unless a torch.distributed process group says this is another rank: only rank 0 writes a run."""
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 

@@ -38,9 +38,10 @@ from tunesmith.run_folder import (
 )
 from tunesmith.tasks import build_task, task_info
 from tunesmith.tasks.base import Task, encode_frame, encode_texts, targets_of
+from tunesmith.train import distributed
 from tunesmith.train.distill import SoftTargets, collate_with_teacher
 from tunesmith.train.loop import OnEvaluate, Trainer
-from tunesmith.utils import is_main_process, pick_device, seed_everything
+from tunesmith.utils import is_main_process, seed_everything
 
 log = logging.getLogger("tunesmith")
 
@@ -95,7 +96,7 @@ def _train(
 ) -> dict[str, Any]:
     d = cfg.data
     seed_everything(cfg.train.seed)
-    device = pick_device(cfg.train.device)
+    device = distributed.join(cfg.train.device)
     data = prepared_for(cfg, data, prepare_classifier_data)
     splits = data.prepared.splits
     task = _fit_task(cfg, splits)
@@ -245,8 +246,8 @@ def _baselines(
     collate: Callable,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Base-model scores, computed once per run folder (a resumed run reuses them)."""
-    if not cfg.eval.baseline or not hasattr(task, "probe"):
+    """Base-model scores, computed once per run folder (a resumed run reuses them), by the rank that writes it."""
+    if not cfg.eval.baseline or not hasattr(task, "probe") or not is_main_process():
         return {}
     earlier = cached(folder.work, "baseline.json", folder.resume)
     if earlier is not None:

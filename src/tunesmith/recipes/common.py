@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.run_folder import RunFolder, cached, plan_run_folder, run_inputs, save_json
-from tunesmith.train import auto
+from tunesmith.train import auto, distributed
 
 log = logging.getLogger("tunesmith")
 
@@ -35,8 +35,14 @@ def prepared_for(cfg: RunConfig, data: Data | None, prepare: Callable[[RunConfig
 def in_run_folder(
     cfg: RunConfig, overwrite: bool, resume: bool, save: str, train: Callable[[RunFolder], dict[str, Any]]
 ) -> dict[str, Any]:
-    """Plan the run folder before anything is read, train into it, and always let it go."""
+    """Plan the run folder before anything is read, train into it, and always let it go.
+
+    Under torchrun every rank plans the same folder (rank 0 alone locks and writes it) before any rank
+    writes to it: a rank that looked later would find rank 0's first files and take the run for an old one.
+    """
+    distributed.join(cfg.train.device)
     folder = plan_run_folder(cfg.output, overwrite, resume, run_inputs(cfg), save)
+    distributed.barrier()
     try:
         return train(folder)
     finally:

@@ -32,8 +32,9 @@ from tunesmith.run_folder import (
 )
 from tunesmith.tasks import task_info
 from tunesmith.tasks.sft import pack, set_chat_template
+from tunesmith.train import distributed
 from tunesmith.train.loop import OnEvaluate, Trainer
-from tunesmith.utils import atomic_write_jsonl, is_main_process, pick_device, seed_everything
+from tunesmith.utils import atomic_write_jsonl, is_main_process, seed_everything
 
 log = logging.getLogger("tunesmith")
 
@@ -84,7 +85,7 @@ def _train(
 ) -> dict[str, Any]:
     d = cfg.data
     seed_everything(cfg.train.seed)
-    device = pick_device(cfg.train.device)
+    device = distributed.join(cfg.train.device)
     data = prepared_for(cfg, data, prepare_generative_data)
     splits = data.splits
     log.info("conversations: train %d, validation %d, test %d", *data.manifest["rows"].values())
@@ -133,7 +134,10 @@ def _train(
         checkpoints=folder.save != "none",
     )
     state = trainer.fit(resume=folder.resume)
-    tuned = score(lm, test, gen_rows, cfg.train.eval_batch_size, cfg.eval.max_new_tokens)
+    if is_main_process():
+        tuned = score(lm, test, gen_rows, cfg.train.eval_batch_size, cfg.eval.max_new_tokens)
+    else:  # another torchrun rank: it writes nothing, so it generates nothing
+        tuned = {"scores": {}, "generations": [""] * len(gen_rows)}
     metrics = {
         "base": base_scores["scores"],
         "finetuned": {
@@ -187,7 +191,7 @@ def _baseline(
     earlier = cached(folder.work, "baseline.json", folder.resume)
     if earlier is not None:
         return earlier
-    if not cfg.eval.baseline:
+    if not cfg.eval.baseline or not is_main_process():  # other torchrun ranks write nothing: no need to score
         return {"scores": {}, "generations": [""] * len(gen_rows)}
     log.info("scoring the base model on the test split")
     result = score(lm, test, gen_rows, cfg.train.eval_batch_size, cfg.eval.max_new_tokens)

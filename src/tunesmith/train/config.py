@@ -27,6 +27,9 @@ class TrainConfig:
     scheduler: str = option("linear", "learning-rate decay after warmup", choices=SCHEDULERS)
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: off)")
     precision: str = option("fp32", "bf16 autocast (CPU or GPU) or fp16 (GPU only)", choices=PRECISIONS)
+    gradient_checkpointing: bool = option(
+        False, "recompute each layer's activations in the backward pass: less memory for more time"
+    )
     eval_every: int = option(0, "evaluate every N optimizer steps (0: at the end of each epoch)")
     checkpoint_every: int = option(0, "checkpoint every N optimizer steps (0: at each evaluation)")
     patience: int = option(0, "stop after N evaluations without improvement (0: never stop early)")

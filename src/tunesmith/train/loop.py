@@ -30,6 +30,7 @@ from transformers import get_scheduler
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.metrics import LOWER_IS_BETTER
 from tunesmith.tasks.base import Task
+from tunesmith.train import distributed
 from tunesmith.train.checkpoint import (
     copy_weights,
     load_checkpoint,
@@ -83,7 +84,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             is_norm = "norm" in type(module).__name__.lower()
             (no_decay if is_norm or name == "bias" else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # The fused kernel updates each tensor in one pass instead of a dozen: on multilingual-e5-small with its
+    # 96M-row embedding trainable, a CPU step took 0.075 s instead of 1.14 s (HF Trainer's default is fused too).
+    devices = {p.device.type for p in decay + no_decay}
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=bool(devices) and devices <= {"cpu", "cuda"})
+
+
+def checkpoint_activations(model: nn.Module) -> None:
+    """--gradient-checkpointing: each layer's activations are recomputed in the backward pass, not kept."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise TunesmithError(f"--gradient-checkpointing: {type(model).__name__} does not support it; drop the flag")
+    # Non-reentrant: it works with frozen embeddings and adapters, whose inputs need no gradient.
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -110,10 +122,11 @@ class RunLog:
             fsync_file(self.path)
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one line, stamped with the wall-clock time (Unix seconds) it was written."""
         self.lines += 1
         if is_main_process():
             with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                fh.write(json.dumps({**record, "time": round(time.time(), 3)}, ensure_ascii=False) + "\n")
 
 
 # Called after each evaluation with the step and the validation metrics; returning True stops the run
@@ -143,6 +156,9 @@ class Trainer:
         if left:
             raise TunesmithError(f"the loop needs values for {', '.join(left)}: choose them with train.auto.choose")
         self.model, self.task, self.cfg, self.device = model.to(device), task, cfg, device
+        self.runner = self.model  # what forward and backward run through: DDP's wrapper once fit() starts
+        if cfg.gradient_checkpointing:
+            checkpoint_activations(self.model)
         self.train, self.collate, self.evaluate, self.on_evaluate = train, collate, evaluate, on_evaluate
         # Without checkpoints (a search trial) the best weights are kept in memory and nothing heavy is written.
         self.checkpoints = checkpoints
@@ -171,12 +187,18 @@ class Trainer:
             self._recover_best(state)
             self._continue_at_lr(self.cfg.lr)
         log = RunLog(self.ckpt_dir.parent / "log.jsonl", state.log_lines)
+        self.runner = distributed.wrap(self.model)  # after a resume has loaded the weights every rank starts from
         bar = tqdm(
-            total=self.total_steps, initial=state.step, desc="train", unit="step", disable=None, dynamic_ncols=True
+            total=self.total_steps,
+            initial=state.step,
+            desc="train",
+            unit="step",
+            disable=None if is_main_process() else True,
+            dynamic_ncols=True,
         )
         try:
             for step_ids in [] if state.done or state.stopped_early else self._remaining_steps(state.step):
-                loss, seconds = self._optimizer_step(step_ids, state.step)
+                loss, grad_norm, seconds = self._optimizer_step(step_ids, state.step)
                 state.step += 1
                 state.examples += len(step_ids)
                 lr = self.scheduler.get_last_lr()[0]
@@ -187,6 +209,7 @@ class Trainer:
                         "step": state.step,
                         "epoch": round(state.step / self.steps_per_epoch, 4),
                         "loss": loss,
+                        **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                         "lr": lr,
                         "examples_per_s": round(speed, 2),
                         "seconds": round(seconds, 4),
@@ -205,6 +228,7 @@ class Trainer:
             bar.close()
         state.done = True
         self._checkpoint(state, log)
+        distributed.barrier()  # rank 0's best/ is on disk before any rank loads it
         if self.best_in_memory is not None:
             params = dict(self.model.named_parameters())
             with torch.no_grad():
@@ -235,23 +259,32 @@ class Trainer:
                 yield ids
             epoch, skip = epoch + 1, 0
 
-    def _optimizer_step(self, step_ids: list[int], step: int) -> tuple[float, float]:
+    def _optimizer_step(self, step_ids: list[int], step: int) -> tuple[float, float | None, float]:
+        """One update; returns the step's loss, its gradient norm before clipping (None without clipping) and
+        the seconds it took."""
         start = time.perf_counter()
         self.model.train()
-        micro = math.ceil(len(step_ids) / self.cfg.grad_accum)
-        step_targets = sum(self.train[j].get("n_targets", 1) for j in step_ids)
+        # Each summed loss is divided by the target count of the whole step (all ranks together), not the
+        # micro-batch's: the update then equals one big batch's, whatever the accumulation, the number of
+        # ranks and however long each answer. DDP averages over ranks, so each rank's share is scaled back up.
+        step_targets = max(sum(self.train[j].get("n_targets", 1) for j in step_ids), 1)
+        scale = distributed.world_size()
+        mine = distributed.share(step_ids)
+        if not mine:  # fewer examples than ranks: this rank still joins the gradient exchange, adding nothing
+            mine, scale = step_ids[:1], 0
+        micro = math.ceil(len(mine) / self.cfg.grad_accum)
+        chunks = [mine[i : i + micro] for i in range(0, len(mine), micro)]
         total = torch.zeros((), device=self.device)
-        for i in range(0, len(step_ids), micro):
-            batch = {
-                k: v.to(self.device) for k, v in self.collate([self.train[j] for j in step_ids[i : i + micro]]).items()
-            }
-            with autocast(self.device, self.cfg.precision):
-                loss_sum, _ = self.task.loss(self.model, batch)
-            # Divide by the whole step's target count, not the micro-batch's: the update then
-            # equals one big batch's, whatever the accumulation and however long each answer.
-            loss = loss_sum / max(step_targets, 1)
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
-            total += loss.detach()
+        for k, ids in enumerate(chunks):
+            batch = {key: v.to(self.device) for key, v in self.collate([self.train[j] for j in ids]).items()}
+            with distributed.no_sync(self.runner, last=k == len(chunks) - 1):
+                with autocast(self.device, self.cfg.precision):
+                    loss_sum, _ = self.task.loss(self.runner, batch)
+                loss = loss_sum * scale / step_targets
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            if scale:
+                total += loss_sum.detach() / step_targets
+        total = distributed.total(total)
         value = total.item()
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)
@@ -265,9 +298,10 @@ class Trainer:
             raise TunesmithError(f"training loss became {value} at step {step + 1}; stopped. {advice}")
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
+        grad_norm = None
         if self.cfg.max_grad_norm > 0:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -275,7 +309,7 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return value, time.perf_counter() - start
+        return value, grad_norm, time.perf_counter() - start
 
     def _eval_due(self, step: int) -> bool:
         if step == self.total_steps:
@@ -284,7 +318,9 @@ class Trainer:
         return step % every == 0
 
     def _evaluate(self, state: LoopState, log: RunLog) -> None:
+        start = time.perf_counter()
         metrics = self.evaluate(self.model)
+        seconds = time.perf_counter() - start
         if self.metric not in metrics:
             numbers = ", ".join(k for k, v in metrics.items() if isinstance(v, float))
             raise TunesmithError(f"--metric {self.metric!r} is not one the {self.task.name} task reports ({numbers})")
@@ -306,6 +342,7 @@ class Trainer:
                 **summary,
                 "best": improved,
                 "stopped_early": state.stopped_early,
+                "seconds": round(seconds, 4),
             }
         )
         if is_main_process():
@@ -326,6 +363,8 @@ class Trainer:
             if best:
                 self.best_in_memory = trainable_state(self.model)
             return
+        if not is_main_process():
+            return
         log.sync()
         save_checkpoint(
             self.ckpt_dir / "last", self.model, dataclasses.asdict(state), self.optimizer, self.scheduler, self.scaler
@@ -335,7 +374,8 @@ class Trainer:
 
     def _recover_best(self, state: LoopState) -> None:
         best = recover_checkpoint(self.ckpt_dir / "best")
-        if state.best_step and state.best_step == state.step and (best or {}).get("step") != state.step:
+        behind = state.best_step and state.best_step == state.step and (best or {}).get("step") != state.step
+        if behind and is_main_process():
             copy_weights(self.ckpt_dir / "last", self.ckpt_dir / "best", self._best_info(state))
 
     def _best_info(self, state: LoopState) -> dict[str, Any]:

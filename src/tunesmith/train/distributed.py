@@ -1,0 +1,102 @@
+"""Data-parallel training on torch.distributed, as torchrun starts it.
+
+`torchrun --nproc_per_node=N -m tunesmith train ...` (or `tunesmith train --nproc N`, which runs exactly
+that) starts N processes with WORLD_SIZE, RANK, LOCAL_RANK and the rendezvous address in their environment.
+`join` turns that into a process group: gloo on a CPU, nccl on GPUs with each rank on `cuda:{LOCAL_RANK}`.
+Every rank reads and prepares the same data and follows the same (seed, epoch) batch plan; the loop gives
+each rank its share of every optimizer step, and DistributedDataParallel averages the gradients. Only rank 0
+writes the run folder (`utils.is_main_process`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from contextlib import AbstractContextManager, nullcontext
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from tunesmith.errors import TunesmithError
+from tunesmith.utils import pick_device
+
+
+def launched() -> bool:
+    """True in a process torchrun started as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def join(device: str) -> torch.device:
+    """This process's device; under torchrun, join the process group first (once per process)."""
+    if not launched():
+        return pick_device(device)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if device not in ("auto", "cpu", "cuda"):
+        raise TunesmithError(f"--device {device}: under torchrun each rank takes its own device; use cuda or cpu")
+    if cuda:
+        if local >= torch.cuda.device_count():
+            raise TunesmithError(f"rank {local} has no GPU: this machine has {torch.cuda.device_count()}")
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        # Long enough for rank 0's baselines, which the other ranks wait out at the first collective
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
+        atexit.register(_leave)
+        if dist.get_rank() != 0:
+            logging.getLogger("tunesmith").setLevel(logging.WARNING)  # one copy of each progress line
+    return torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def wrap(model: nn.Module) -> nn.Module:
+    """The module the loop runs forward and backward through: DDP when there are several ranks.
+
+    DDP's constructor copies rank 0's weights to every rank, so all start from the same model.
+    """
+    if world_size() == 1:
+        return model
+    return DistributedDataParallel(model, broadcast_buffers=False)
+
+
+def no_sync(model: nn.Module, last: bool) -> AbstractContextManager:
+    """Skip the gradient all-reduce on all but a step's last micro-batch: one exchange per optimizer step."""
+    if isinstance(model, DistributedDataParallel) and not last:
+        return model.no_sync()
+    return nullcontext()
+
+
+def share(ids: list[int]) -> list[int]:
+    """This rank's part of one optimizer step: contiguous, so each rank's lengths stay grouped."""
+    n, r = world_size(), rank()
+    size, extra = divmod(len(ids), n)
+    start = r * size + min(r, extra)
+    return ids[start : start + size + (r < extra)]
+
+
+def total(value: torch.Tensor) -> torch.Tensor:
+    """The sum of a per-rank number over all ranks (the step's loss, for the log)."""
+    if world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+    return value
