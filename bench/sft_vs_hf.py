@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from side_by_side import loop_times, peak_mb, run_side, step_clock
 
 START = time.perf_counter()
 MODEL = "smollm2-135m-instruct"
@@ -91,12 +89,11 @@ def tunesmith_side(args: argparse.Namespace, work: Path, packing: bool) -> dict[
     cfg.eval.generate_max_rows = 1  # perplexity is the measure; generation would only add time
     cfg.eval.max_new_tokens = 1
     metrics = train(cfg, overwrite=True)
-    log = [json.loads(line) for line in (work / "tunesmith-run" / "log.jsonl").read_text().splitlines()]
-    trained = [r for r in log if r["type"] == "train"]
+    trained, step_seconds, train_seconds = loop_times(work / "tunesmith-run")
     test = metrics["finetuned"]["test"]
     return {
-        "step_seconds": sum(r["seconds"] for r in trained),
-        "train_seconds": log[-1]["time"] - (trained[0]["time"] - trained[0]["seconds"]),
+        "step_seconds": step_seconds,
+        "train_seconds": train_seconds,
         "perplexity": test["perplexity"],
         "answer_tokens": test["tokens"],
         "steps": len(trained),
@@ -112,7 +109,6 @@ def hf_side(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         AutoTokenizer,
         DataCollatorForSeq2Seq,
         Trainer,
-        TrainerCallback,
         TrainingArguments,
     )
 
@@ -129,15 +125,6 @@ def hf_side(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(path)
     model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", target_modules="all-linear", **LORA))
 
-    class StepClock(TrainerCallback):
-        seconds, started = 0.0, 0.0
-
-        def on_step_begin(self, *_: Any, **__: Any) -> None:
-            self.started = time.perf_counter()
-
-        def on_step_end(self, *_: Any, **__: Any) -> None:
-            self.seconds += time.perf_counter() - self.started
-
     targs = TrainingArguments(
         output_dir=str(work / "hf-run"),
         report_to="none",
@@ -151,7 +138,7 @@ def hf_side(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         per_device_eval_batch_size=16,
         save_strategy="epoch",
     )
-    clock = StepClock()
+    clock = step_clock()
     val_rows = encoded(tokenizer, work / "validation.jsonl", args.max_length)
     trainer = Trainer(
         model=model,
@@ -202,20 +189,10 @@ SIDES = {
 
 
 def run_child(args: argparse.Namespace, work: Path, side: str, seed: int) -> dict[str, Any]:
-    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
-    for name in ("train", "validation", "test"):
-        (run_dir / f"{name}.jsonl").symlink_to(work / f"{name}.jsonl")
-    cmd = [sys.executable, __file__, "--child", side, str(run_dir)]
+    flags = ["--seed", str(seed)]
     for flag in ("max_length", "lr", "batch_size", "epochs"):
-        cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    cmd += ["--seed", str(seed)]
-    started = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["whole_seconds"] = time.perf_counter() - started
-    print(f"  {side:<17} {json.dumps(result)}", flush=True)
-    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    return result
+        flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return run_side(__file__, [*flags, "--child", side], work, ".jsonl", f"{side:<17}")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -224,7 +201,7 @@ def child(args: argparse.Namespace) -> None:
         result = tunesmith_side(args, work, packing=side == "tunesmith-packed")
     else:
         result = hf_side(args, work)
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_mb()
     print(json.dumps(result))
 
 

@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from side_by_side import loop_times, peak_mb, run_side, step_clock
 
 START = time.perf_counter()
 DATA = {  # data set: (model, what it is, identical settings' lr and epochs unless given)
@@ -84,14 +82,12 @@ def tunesmith_side(args: argparse.Namespace, work: Path, defaults: bool) -> dict
         cfg.model.freeze_embeddings = False
         cfg.eval.baseline = False
     metrics = train(cfg, overwrite=True)
-    log = [json.loads(line) for line in (work / "tunesmith-run" / "log.jsonl").read_text().splitlines()]
-    trained = [r for r in log if r["type"] == "train"]
+    trained, step_seconds, train_seconds = loop_times(work / "tunesmith-run")
     finetuned = metrics["finetuned"]
     return {
         "examples": sum(round(r["examples_per_s"] * r["seconds"]) for r in trained),
-        "step_seconds": sum(r["seconds"] for r in trained),
-        # from the first step's start to the last evaluation's end: what HF's train() covers
-        "train_seconds": log[-1]["time"] - (trained[0]["time"] - trained[0]["seconds"]),
+        "step_seconds": step_seconds,
+        "train_seconds": train_seconds,
         "validation_f1": finetuned["validation"]["macro_f1"],
         "test_f1": finetuned["test"]["macro_f1"],
         "settings": {k: v["value"] for k, v in metrics.get("auto", {}).items()}
@@ -110,7 +106,6 @@ def hf_side(args: argparse.Namespace, work: Path, defaults: bool, grouped: bool)
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
-        TrainerCallback,
         TrainingArguments,
     )
 
@@ -137,15 +132,6 @@ def hf_side(args: argparse.Namespace, work: Path, defaults: bool, grouped: bool)
     def macro_f1(pred: Any) -> dict[str, float]:
         return {"macro_f1": f1_score(pred.label_ids, np.argmax(pred.predictions, -1), average="macro")}
 
-    class StepClock(TrainerCallback):
-        seconds, started = 0.0, 0.0
-
-        def on_step_begin(self, *_: Any, **__: Any) -> None:
-            self.started = time.perf_counter()
-
-        def on_step_end(self, *_: Any, **__: Any) -> None:
-            self.seconds += time.perf_counter() - self.started
-
     common = {"output_dir": str(work / "hf-run"), "report_to": "none", "disable_tqdm": True, "seed": args.seed}
     if defaults:
         targs = TrainingArguments(**common)
@@ -164,7 +150,7 @@ def hf_side(args: argparse.Namespace, work: Path, defaults: bool, grouped: bool)
             metric_for_best_model="macro_f1",
             train_sampling_strategy="group_by_length" if grouped else "random",
         )
-    clock = StepClock()
+    clock = step_clock()
     trainer = Trainer(
         model=model,
         args=targs,
@@ -205,20 +191,10 @@ SIDES = {  # row: (side, settings)
 
 
 def run_child(args: argparse.Namespace, work: Path, side: str, settings: str, seed: int) -> dict[str, Any]:
-    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
-    for name in ("train", "validation", "test"):
-        (run_dir / f"{name}.csv").symlink_to(work / f"{name}.csv")
-    cmd = [sys.executable, __file__, "--data", args.data, "--child", side, settings, str(run_dir)]
+    flags = ["--data", args.data, "--seed", str(seed)]
     for flag in ("max_length", "lr", "batch_size", "epochs"):
-        cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    started = time.perf_counter()
-    cmd += ["--seed", str(seed)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["whole_seconds"] = time.perf_counter() - started
-    print(f"  {side:<11} {settings:<9} {json.dumps({k: v for k, v in result.items() if k != 'settings'})}", flush=True)
-    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    return result
+        flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return run_side(__file__, [*flags, "--child", side, settings], work, ".csv", f"{side:<11} {settings:<9}")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -228,7 +204,7 @@ def child(args: argparse.Namespace) -> None:
         result = tunesmith_side(args, work, defaults)
     else:
         result = hf_side(args, work, defaults, grouped=side == "hf-grouped")
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_mb()
     print(json.dumps(result))
 
 

@@ -137,7 +137,7 @@ def _train(
     if is_main_process():
         tuned = score(lm, test, gen_rows, cfg.train.eval_batch_size, cfg.eval.max_new_tokens)
     else:  # another torchrun rank: it writes nothing, so it generates nothing
-        tuned = {"scores": {}, "generations": [""] * len(gen_rows)}
+        tuned = _unscored(gen_rows)
     metrics = {
         "base": base_scores["scores"],
         "finetuned": {
@@ -185,6 +185,11 @@ def _samples(rows: list[Conversation], base: list[str], tuned: list[str]) -> lis
     ]
 
 
+def _unscored(gen_rows: list[Conversation]) -> dict:
+    """`score`'s shape for a model that was not scored: no scores, an empty answer per row."""
+    return {"scores": {}, "generations": [""] * len(gen_rows)}
+
+
 def _baseline(
     cfg: RunConfig, folder: RunFolder, lm: LanguageModel, test: list[dict], gen_rows: list[Conversation]
 ) -> dict:
@@ -192,7 +197,7 @@ def _baseline(
     if earlier is not None:
         return earlier
     if not cfg.eval.baseline or not is_main_process():  # other torchrun ranks write nothing: no need to score
-        return {"scores": {}, "generations": [""] * len(gen_rows)}
+        return _unscored(gen_rows)
     log.info("scoring the base model on the test split")
     result = score(lm, test, gen_rows, cfg.train.eval_batch_size, cfg.eval.max_new_tokens)
     save_json(folder.work, "baseline.json", result)
