@@ -73,7 +73,9 @@ def child(change: str, steps: int, batch: int) -> None:
             model, task, rows, train_cfg, Path(run), torch.device("cpu"), Collator(tokenizer.pad_token_id), dict
         )
         if change == "for-loop":
-            groups = trainer.optimizer.param_groups
+            # fresh groups: the loop's carry fused=True, which would override the defaults given here
+            old = trainer.optimizer.param_groups
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in old]
             trainer.optimizer = torch.optim.AdamW(groups, lr=5e-5, fused=False, foreach=False)
             trainer.scheduler.optimizer = trainer.optimizer
         if change == "compile":
@@ -97,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--only", nargs="+", help="run only these levers (names as printed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -110,6 +113,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     first = None
     for name, (change, env) in LEVERS.items():
+        if args.only and name not in args.only:
+            continue
         cmd = [sys.executable, __file__, "--child", change, "--steps", str(args.steps)]
         cmd += ["--batch-size", str(args.batch_size)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **env}).stdout

@@ -84,8 +84,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             is_norm = "norm" in type(module).__name__.lower()
             (no_decay if is_norm or name == "bias" else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel updates each tensor in one pass instead of a dozen: on multilingual-e5-small with its
-    # 96M-row embedding trainable, a CPU step took 0.075 s instead of 1.14 s (HF Trainer's default is fused too).
+    # The fused kernel updates each tensor in one pass instead of a dozen: full fine-tuning of e5-small on a CPU
+    # ran at 12.7 examples/s against 8.6, and 760 MB lower peak (bench/train_levers.py). HF Trainer fuses too.
     devices = {p.device.type for p in decay + no_decay}
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=bool(devices) and devices <= {"cpu", "cuda"})
 
