@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import INTENTS, one_error_line
+from tunesmith.errors import TunesmithError
 from tunesmith.train import distributed
 
 # Dropout off: the ranks draw their own masks, so only a deterministic model can match one process exactly.
@@ -144,3 +145,17 @@ def test_each_rank_takes_a_contiguous_part_of_every_step(monkeypatch: pytest.Mon
 def test_nproc_below_one_is_one_line(cli, intents_csv: Path, tiny_model: str) -> None:
     result = cli("train", "--model", tiny_model, "--train", intents_csv, "--output", "run", "--nproc", "0")
     one_error_line(result, "--nproc")
+
+
+def test_a_bad_flag_with_nproc_is_one_line_before_any_process_starts(cli, intents_csv: Path, tiny_model: str) -> None:
+    """Fails before: each rank found the bad --lr itself, so the error came once per rank amid torchrun's report."""
+    result = cli("train", "--model", tiny_model, "--train", intents_csv, "--output", "run", "--nproc", "2", "--lr", "5")
+    one_error_line(result, "--lr")
+    assert "local_rank" not in result.err
+
+
+def test_a_device_naming_one_gpu_is_refused_for_ranks() -> None:
+    with pytest.raises(TunesmithError, match="each rank takes its own device"):
+        distributed.check_rank_device("cuda:1")
+    for device in ("auto", "cpu", "cuda"):
+        distributed.check_rank_device(device)

@@ -17,6 +17,7 @@ from tunesmith.config import (
     PRUNE,
     TRAIN,
     CommandFlags,
+    RunConfig,
     add_config_flags,
     build_config,
     flag_values,
@@ -383,7 +384,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tunesmith.summaries import summary
 
     if args.nproc is not None and args.nproc != 1 and "RANK" not in os.environ:  # RANK: torchrun started us
-        return _launch(args)
+        return _launch(args, train_config(args.config, flag_values(args), args.resume))
     if args.cv is not None:
         return _train_cv(args)
     if args.cv_refit is not None:
@@ -395,17 +396,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch(args: argparse.Namespace) -> int:
+def _launch(args: argparse.Namespace, cfg: RunConfig) -> int:
     """`train --nproc N`: the same command line under torchrun, where each process sees it is one rank of N.
 
+    The config is checked here first: a bad flag is one line, not one per rank amid torchrun's report.
     torchrun's own parser is given only its flags: it would read ours (--nproc is a prefix of its
     --nproc-per-node) before handing them on.
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    from tunesmith.train.distributed import check_rank_device
+
     if args.nproc < 1:
         raise TunesmithError(f"--nproc must be at least 1, got {args.nproc}")
+    cfg.validate()
+    check_rank_device(cfg.train.device)
     # torchrun gives each process one thread unless told; on a CPU, share the cores out instead
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     launch = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={args.nproc}", "-m", "tunesmith"])

@@ -42,10 +42,9 @@ def join(device: str) -> torch.device:
     """This process's device; under torchrun, join the process group first (once per process)."""
     if not launched():
         return pick_device(device)
+    check_rank_device(device)
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if device not in ("auto", "cpu", "cuda"):
-        raise TunesmithError(f"--device {device}: under torchrun each rank takes its own device; use cuda or cpu")
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if cuda:
         if local >= torch.cuda.device_count():
             raise TunesmithError(f"rank {local} has no GPU: this machine has {torch.cuda.device_count()}")
@@ -57,6 +56,12 @@ def join(device: str) -> torch.device:
         if dist.get_rank() != 0:
             logging.getLogger("tunesmith").setLevel(logging.WARNING)  # one copy of each progress line
     return torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+
+
+def check_rank_device(device: str) -> None:
+    """Under torchrun each rank takes its own device: a --device naming one GPU would put every rank on it."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise TunesmithError(f"--device {device}: under torchrun each rank takes its own device; use cuda or cpu")
 
 
 def _leave() -> None:
