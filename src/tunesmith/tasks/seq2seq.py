@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tunesmith.data.chat import Conversation
 from tunesmith.errors import TunesmithError
 from tunesmith.tasks.base import Batch, pad
-from tunesmith.tasks.sft import IGNORE
+from tunesmith.tasks.token_loss import IGNORE, target_loss
 
 
 def source_target(conv: Conversation) -> tuple[str, str]:
@@ -65,10 +64,9 @@ class Seq2Seq:
     metric = "loss"
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-        # With labels, the model builds the decoder input itself (start token + labels shifted right).
-        logits = model(**batch).logits
-        labels = batch["labels"]
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-        )
-        return loss, int((labels != IGNORE).sum())
+        # The decoder input is built here rather than from `labels`, so that the model does not also compute
+        # its own loss over the full logits.
+        inner = getattr(model, "module", model)
+        decoder_ids = inner.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        return target_loss(model, {**inputs, "decoder_input_ids": decoder_ids}, batch["labels"], shift=False)

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tunesmith.data.chat import Conversation
 from tunesmith.errors import TunesmithError
 from tunesmith.tasks.base import Batch, pad
+from tunesmith.tasks.token_loss import IGNORE, target_loss
 
 log = logging.getLogger("tunesmith")
 
-IGNORE = -100  # label of a token that is not a target (cross_entropy's ignore_index)
 
 # For models without a chat template. Newlines end every marker so that the prompt's last token never
 # merges with the answer's first one, whichever tokenizer reads it.
@@ -235,14 +234,4 @@ class SFT:
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
         # use_cache=False also matters for packing: with a cache, transformers skips the packed-sequence mask.
-        logits = model(**inputs, use_cache=False).logits
-        # Prompt tuning prepends virtual tokens to the sequence; the text's own positions are the last ones.
-        logits = logits[:, -batch["input_ids"].shape[1] :]
-        labels = batch["labels"][:, 1:]
-        loss = F.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="sum",
-        )
-        return loss, int((labels != IGNORE).sum())
+        return target_loss(model, {**inputs, "use_cache": False}, batch["labels"], shift=True)
