@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock, Timeout
 from safetensors.torch import load_file
 
 from conftest import INTENTS, one_error_line
@@ -58,11 +60,17 @@ def data(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_two_processes_train_what_one_process_trains(tiny_model: str, data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["ddp", "fsdp"])
+def test_two_processes_train_what_one_process_trains(
+    tiny_model: str, data: Path, tmp_path: Path, sharding: list[str]
+) -> None:
     one = train(tiny_model, data, tmp_path / "one", "--grad-accum", "2")
     assert one.returncode == 0, one.stderr
-    two = train(tiny_model, data, tmp_path / "two", "--grad-accum", "2", "--nproc", "2")
+    two = train(tiny_model, data, tmp_path / "two", "--grad-accum", "2", "--nproc", "2", *sharding)
     assert two.returncode == 0, two.stderr
+    if sharding:  # each rank really held half the weights
+        mine, whole = map(float, re.search(r"holds ([\d.]+) of the model's ([\d.]+) MB", two.stderr).groups())
+        assert mine == pytest.approx(whole / 2, rel=0.05)
 
     got, want = (load_file(str(tmp_path / r / "model" / "model.safetensors")) for r in ("two", "one"))
     assert got.keys() == want.keys()
@@ -85,11 +93,23 @@ def test_two_processes_train_what_one_process_trains(tiny_model: str, data: Path
     assert sorted(p.name for p in tmp_path.iterdir() if "two" in p.name) == [".two.lock", "two"]
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["finetuned"]["steps"] == 6
+    assert two.stdout.count("run folder:") == 1, two.stdout  # the summary printed once, by rank 0
     assert metrics["finetuned"]["test"]["n"] == 8
 
 
 @pytest.mark.slow
-def test_two_processes_resume_a_killed_two_process_run(tiny_model: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("killed_flags", "resumed_flags"),
+    [
+        (["--nproc", "2"], ["--nproc", "2"]),
+        (["--nproc", "2", "--fsdp"], ["--nproc", "2", "--fsdp"]),
+        (["--nproc", "2", "--fsdp"], ["--no-fsdp"]),  # a sharded run's checkpoint is the one a single process writes
+    ],
+    ids=["ddp", "fsdp", "fsdp-then-one-process"],
+)
+def test_two_processes_resume_a_killed_two_process_run(
+    tiny_model: str, tmp_path: Path, killed_flags: list[str], resumed_flags: list[str]
+) -> None:
     """All of torchrun's processes are killed mid-run; the resumed run ends where an unbroken one does."""
     write_rows(tmp_path / "train.csv", 240)
     write_rows(tmp_path / "val.csv", 8, start=1000)
@@ -100,7 +120,7 @@ def test_two_processes_resume_a_killed_two_process_run(tiny_model: str, tmp_path
 
     killed = tmp_path / "two"
     files = ["--train", str(tmp_path / "train.csv"), "--validation", str(tmp_path / "val.csv")]
-    files += ["--test", str(tmp_path / "test.csv"), "--output", str(killed), "--nproc", "2"]
+    files += ["--test", str(tmp_path / "test.csv"), "--output", str(killed), *killed_flags]
     command = [sys.executable, "-m", "tunesmith", "train", "--model", tiny_model, *files, *SETTINGS, *every]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     with (tmp_path / "killed.out").open("wb") as out:
@@ -108,12 +128,20 @@ def test_two_processes_resume_a_killed_two_process_run(tiny_model: str, tmp_path
     deadline = time.monotonic() + 300
     while checkpoint_step(killed) < 5 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, as a power cut would
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher; the ranks, in sessions of their own, must die with it
     proc.wait()
     stopped_at = checkpoint_step(killed)
+    # Fails before: the ranks trained on, unasked, holding the run's lock, until they had finished the run.
+    lock = FileLock(tmp_path / ".two.lock")
+    try:
+        lock.acquire(timeout=20)
+    except Timeout:
+        pytest.fail("the ranks outlived their launcher")
+    lock.release()
+    assert checkpoint_step(killed) <= stopped_at + 1  # at most the save that was under way
     assert 0 <= stopped_at < 60, (stopped_at, (tmp_path / "killed.out").read_text()[-2000:])
 
-    resumed = train(tiny_model, tmp_path, killed, *every, "--nproc", "2", "--resume")
+    resumed = train(tiny_model, tmp_path, killed, *every, *resumed_flags, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     got, want = (load_file(str(r / "model" / "model.safetensors")) for r in (killed, tmp_path / "one"))
     for name in want:
@@ -159,3 +187,46 @@ def test_a_device_naming_one_gpu_is_refused_for_ranks() -> None:
         distributed.check_rank_device("cuda:1")
     for device in ("auto", "cpu", "cuda"):
         distributed.check_rank_device(device)
+
+
+@pytest.mark.slow
+def test_sharded_lora_sft_trains_what_one_process_trains(tiny_lm: str, tmp_path: Path) -> None:
+    """--fsdp on a causal LM with LoRA: frozen and trainable weights share each shard group, the loss projects
+    only the answer positions, and evaluation between epochs runs through the shards. Fails before: any sft
+    run under torchrun died at the end, rank 1 printing a summary of the metrics it never scored."""
+    pairs = [("hello how are you", "I am fine"), ("你好", "你好，今天天气很好。"), ("capital of France?", "Paris")]
+    chats = tmp_path / "chats.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": f"{q} {i}"}, {"role": "assistant", "content": a}]}
+        for i in range(30)
+        for q, a in [pairs[i % len(pairs)]]
+    ]
+    chats.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    flags = ["--task", "sft", "--model", tiny_lm, "--train", str(chats), "--max-length", "64", "--lora-dropout", "0"]
+    flags += ["--method", "lora", "--epochs", "2", "--batch-size", "8", "--lr", "5e-3", "--no-baseline"]
+    flags += ["--max-new-tokens", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    runs = {}
+    for name, extra in (("one", []), ("two", ["--nproc", "2", "--fsdp"])):
+        command = [sys.executable, "-m", "tunesmith", "train", *flags, "--output", str(tmp_path / name), *extra]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = tmp_path / name
+    got, want = (load_file(str(runs[r] / "model" / "adapter_model.safetensors")) for r in ("two", "one"))
+    assert got.keys() == want.keys() and want
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=2e-5, rtol=1e-4, msg=name)
+    evals = [[r["perplexity"] for r in read_log(runs[r]) if r["type"] == "eval"] for r in ("two", "one")]
+    assert len(evals[1]) == 2 and evals[0] == pytest.approx(evals[1], rel=1e-4)
+    tested = [json.loads((runs[r] / "metrics.json").read_text())["finetuned"]["test"] for r in ("two", "one")]
+    assert tested[0]["perplexity"] == pytest.approx(tested[1]["perplexity"], rel=1e-4)
+    assert tested[0]["generation"]["n"] == tested[1]["generation"]["n"] > 0  # rank 0 generated the samples
+
+
+def test_fsdp_in_one_process_is_one_line_before_the_run_folder(
+    cli, intents_csv: Path, tiny_model: str, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    result = cli("train", "--model", tiny_model, "--train", intents_csv, "--output", str(run), "--fsdp")
+    one_error_line(result, "--fsdp", "--nproc")
+    assert not run.exists()

@@ -344,6 +344,9 @@ def test_early_stopping_on_a_metric_that_cannot_improve(tiny_model: str, tokeniz
     assert [r["best"] for r in evals] == [True, False]
     assert evals[1]["stopped_early"]
     assert [r["step"] for r in read_log(run_dir) if r["type"] == "train"] == [1, 2]
+    peaks = [r["peak_rss_mb"] for r in read_log(run_dir) if r["type"] == "train"]
+    assert 100 < peaks[0] <= peaks[1]  # this process's peak so far: at least torch's own, never falling
+    assert all("gpu_peak_mb" not in r for r in read_log(run_dir))  # a CPU run has no GPU memory to report
 
     best = load_file(str(run_dir / "checkpoints" / "best" / "trainable.safetensors"))
     last = load_file(str(run_dir / "checkpoints" / "last" / "trainable.safetensors"))
@@ -526,7 +529,7 @@ def test_resume_after_kill_9_is_bit_exact(tiny_model: str, tmp_path: Path) -> No
     diffs = [(s, a, b) for (s, a, _), (_, b, _) in zip(train_got, train_want, strict=True) if a != b]
     assert not diffs, f"{len(diffs)} losses differ, first {diffs[:3]}"
     assert train_got == train_want
-    untimed = [{k: v for k, v in r.items() if k not in ("seconds", "time")} for r in got_log + want_log]
+    untimed = [{k: v for k, v in r.items() if k not in ("seconds", "time", "peak_rss_mb")} for r in got_log + want_log]
     assert [r for r in untimed[: len(got_log)] if r["type"] == "eval"] == [
         r for r in untimed[len(got_log) :] if r["type"] == "eval"
     ]

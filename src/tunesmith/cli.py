@@ -382,6 +382,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tunesmith import recipes
     from tunesmith.run_folder import train_config
     from tunesmith.summaries import summary
+    from tunesmith.utils import is_main_process
 
     if args.nproc is not None and args.nproc != 1 and "RANK" not in os.environ:  # RANK: torchrun started us
         return _launch(args, train_config(args.config, flag_values(args), args.resume))
@@ -391,8 +392,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise TunesmithError("--cv-refit and --no-cv-refit apply to cross-validation: add --cv K, or drop them")
     cfg = train_config(args.config, flag_values(args), args.resume)
     metrics = recipes.train(cfg, overwrite=args.overwrite, resume=args.resume, save=args.save)
-    print(summary(metrics))
-    print(f"run folder: {cfg.output}")
+    if is_main_process():  # the other torchrun ranks score and write nothing: their metrics are partial
+        print(summary(metrics))
+        print(f"run folder: {cfg.output}")
     return 0
 
 

@@ -66,8 +66,10 @@ class LanguageModel:
         virtual = peft.num_virtual_tokens if peft is not None and peft.is_prompt_learning else 0
         return limit - virtual - prompt_tokens  # prompt and prefix tuning put their virtual tokens first
 
-    def loss(self, examples: list[dict], batch_size: int) -> dict[str, float]:
-        return answer_loss(self.model, self.task.loss, examples, self.collate, batch_size, self.device)
+    def loss(self, examples: list[dict], batch_size: int, model: nn.Module | None = None) -> dict[str, float]:
+        """Perplexity of the answers under this model, or under `model` (the loop's sharded twin, say)."""
+        scored = self.model if model is None else model
+        return answer_loss(scored, self.task.loss, examples, self.collate, batch_size, self.device)
 
     def generate(
         self, histories: list[Conversation], batch_size: int, max_new_tokens: int, **sampling: Any

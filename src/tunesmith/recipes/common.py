@@ -40,7 +40,7 @@ def in_run_folder(
     Under torchrun every rank plans the same folder (rank 0 alone locks and writes it) before any rank
     writes to it: a rank that looked later would find rank 0's first files and take the run for an old one.
     """
-    distributed.join(cfg.train.device)
+    distributed.join(cfg.train.device, cfg.train.fsdp)
     folder = plan_run_folder(cfg.output, overwrite, resume, run_inputs(cfg), save)
     distributed.barrier()
     try:

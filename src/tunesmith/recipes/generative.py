@@ -119,7 +119,7 @@ def _train(
     log.info(trainable_summary(lm.model))
 
     def evaluate(model: nn.Module) -> dict[str, Any]:
-        return lm.loss(validation, cfg.train.eval_batch_size)
+        return lm.loss(validation, cfg.train.eval_batch_size, model)
 
     trainer = Trainer(
         lm.model,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +60,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(
     folder: Path,
-    model: nn.Module,
+    weights: dict[str, torch.Tensor],
     info: dict[str, Any],
-    optimizer: Any = None,
+    optimizer_state: dict[str, Any] | None = None,
     scheduler: Any = None,
     scaler: Any = None,
 ) -> None:
+    """`weights` as `trainable_state` gives them; with the optimizer's state, the scheduler and the random
+    state too, what --resume needs to continue bit for bit."""
     tmp = _begin(folder)
-    save_file(trainable_state(model, copy=False), str(tmp / WEIGHTS))
-    if optimizer is not None:
+    save_file(weights, str(tmp / WEIGHTS))
+    if optimizer_state is not None:
         torch.save(
             {
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
@@ -145,12 +148,21 @@ def recover_checkpoint(folder: Path) -> dict[str, Any] | None:
     return state
 
 
+# Puts a checkpoint's trainable weights and optimizer state into a model and its optimizer.
+Restore = Callable[[dict[str, torch.Tensor], dict[str, Any]], None]
+
+
 def load_checkpoint(
-    folder: Path, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any = None
+    folder: Path, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any = None, restore: Restore | None = None
 ) -> dict[str, Any]:
-    load_trainable(model, folder)
+    """Load what `save_checkpoint` wrote; `restore` replaces the plain copy into `model` and `optimizer` (a
+    sharded model needs its own)."""
     extra = torch.load(folder / _OPTIMIZER, weights_only=True)
-    optimizer.load_state_dict(extra["optimizer"])
+    if restore is None:
+        load_trainable(model, folder)
+        optimizer.load_state_dict(extra["optimizer"])
+    else:
+        restore(load_file(str(folder / WEIGHTS)), extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     if scaler is not None and extra.get("scaler"):
         scaler.load_state_dict(extra["scaler"])  # fp16's loss scale, so a resume continues where it stopped

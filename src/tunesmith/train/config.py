@@ -30,6 +30,11 @@ class TrainConfig:
     gradient_checkpointing: bool = option(
         False, "recompute each layer's activations in the backward pass: less memory for more time"
     )
+    fsdp: bool = option(
+        False,
+        "under torchrun, shard the weights, gradients and optimizer state across the processes (FSDP) instead of "
+        "keeping a whole copy in each: for full fine-tuning that does not fit one device",
+    )
     eval_every: int = option(0, "evaluate every N optimizer steps (0: at the end of each epoch)")
     checkpoint_every: int = option(0, "checkpoint every N optimizer steps (0: at each evaluation)")
     patience: int = option(0, "stop after N evaluations without improvement (0: never stop early)")

@@ -15,9 +15,11 @@ import contextlib
 import dataclasses
 import json
 import math
+import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,9 @@ from transformers import get_scheduler
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.metrics import LOWER_IS_BETTER
 from tunesmith.tasks.base import Task
-from tunesmith.train import distributed
+from tunesmith.train import distributed, sharding
 from tunesmith.train.checkpoint import (
+    WEIGHTS,
     copy_weights,
     load_checkpoint,
     load_trainable,
@@ -88,6 +91,15 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     # ran at 12.7 examples/s against 8.6, and 760 MB lower peak (bench/train_levers.py). HF Trainer fuses too.
     devices = {p.device.type for p in decay + no_decay}
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=bool(devices) and devices <= {"cpu", "cuda"})
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """This process's peak memory so far, in MB: resident (what a CPU run costs the machine) and, on a GPU,
+    the most its tensors held at once."""
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # kB on Linux
+    if device.type == "cuda":
+        peak["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return peak
 
 
 def checkpoint_activations(model: nn.Module) -> None:
@@ -156,9 +168,13 @@ class Trainer:
         if left:
             raise TunesmithError(f"the loop needs values for {', '.join(left)}: choose them with train.auto.choose")
         self.model, self.task, self.cfg, self.device = model.to(device), task, cfg, device
-        self.runner = self.model  # what forward and backward run through: DDP's wrapper once fit() starts
         if cfg.gradient_checkpointing:
             checkpoint_activations(self.model)
+        # --fsdp: the loop trains a sharded twin, and `whole` (the caller's model) gets the weights back in fit()
+        self.whole: nn.Module | None = None
+        if cfg.fsdp:
+            self.whole, self.model = self.model, sharding.sharded_twin(self.model)
+        self.runner = self.model  # what forward and backward run through: DDP's wrapper once fit() starts
         self.train, self.collate, self.evaluate, self.on_evaluate = train, collate, evaluate, on_evaluate
         # Without checkpoints (a search trial) the best weights are kept in memory and nothing heavy is written.
         self.checkpoints = checkpoints
@@ -183,7 +199,8 @@ class Trainer:
         state = LoopState()
         last = self.ckpt_dir / "last"
         if resume and recover_checkpoint(last) is not None:
-            state = LoopState(**load_checkpoint(last, self.model, self.optimizer, self.scheduler, self.scaler))
+            restore = None if self.whole is None else partial(sharding.load_sharded, self.model, self.optimizer)
+            state = LoopState(**load_checkpoint(last, self.model, self.optimizer, self.scheduler, self.scaler, restore))
             self._recover_best(state)
             self._continue_at_lr(self.cfg.lr)
         log = RunLog(self.ckpt_dir.parent / "log.jsonl", state.log_lines)
@@ -213,6 +230,7 @@ class Trainer:
                         "lr": lr,
                         "examples_per_s": round(speed, 2),
                         "seconds": round(seconds, 4),
+                        **peak_memory(self.device),
                     }
                 )
                 bar.update(1)
@@ -229,12 +247,16 @@ class Trainer:
         state.done = True
         self._checkpoint(state, log)
         distributed.barrier()  # rank 0's best/ is on disk before any rank loads it
-        if self.best_in_memory is not None:
+        if self.best_in_memory is not None:  # a sharded model's best is its shards: they go back before gathering
             params = dict(self.model.named_parameters())
             with torch.no_grad():
                 for name, value in self.best_in_memory.items():
                     params[name].copy_(value)
-        elif state.best_step and (self.ckpt_dir / "best" / "trainable.safetensors").is_file():
+        if self.whole is not None:
+            sharding.give_back(self.model, self.whole)
+            self.model = self.runner = self.whole
+            self.whole = None
+        if self.best_in_memory is None and state.best_step and (self.ckpt_dir / "best" / WEIGHTS).is_file():
             # best_step 0: nothing improved, and a best/ there is from an attempt this run started over from
             load_trainable(self.model, self.ckpt_dir / "best")
         return state
@@ -301,7 +323,7 @@ class Trainer:
         grad_norm = None
         if self.cfg.max_grad_norm > 0:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
+            grad_norm = float(sharding.whole_norm(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)))
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -359,18 +381,26 @@ class Trainer:
         last/ then holds best/'s weights: `_recover_best` copies them over.
         """
         state.log_lines = log.lines
+        sharded = self.whole is not None  # then every rank takes part in gathering what rank 0 saves
         if not self.checkpoints:
-            if best:
-                self.best_in_memory = trainable_state(self.model)
+            if best:  # under --fsdp, this rank's shards: 1/N of the memory, and no exchange
+                mine = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+                self.best_in_memory = mine if sharded else trainable_state(self.model)
             return
+        if not (is_main_process() or sharded):
+            return
+        if sharded:
+            weights = sharding.gather_weights(self.model)
+            optimizer_state = sharding.gather_optimizer(self.model, self.optimizer)
+        else:
+            weights, optimizer_state = trainable_state(self.model, copy=False), self.optimizer.state_dict()
         if not is_main_process():
             return
         log.sync()
-        save_checkpoint(
-            self.ckpt_dir / "last", self.model, dataclasses.asdict(state), self.optimizer, self.scheduler, self.scaler
-        )
+        last = self.ckpt_dir / "last"
+        save_checkpoint(last, weights, dataclasses.asdict(state), optimizer_state, self.scheduler, self.scaler)
         if best:
-            save_checkpoint(self.ckpt_dir / "best", self.model, self._best_info(state))
+            save_checkpoint(self.ckpt_dir / "best", weights, self._best_info(state))
 
     def _recover_best(self, state: LoopState) -> None:
         best = recover_checkpoint(self.ckpt_dir / "best")
