@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -612,11 +613,18 @@ def test_cli_data_inspect_prints_findings_and_writes_reports(cli, messy: Path, t
     page = html_path.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>")
     assert "exact duplicates: 2 extra rows in 2 groups" in page and "lines 2, 3" in page
+    # the plots: rows per label and the token-length histogram with the length limit, drawn as inline SVG
+    assert page.count("<svg") == 2 and "train: rows per label" in page and "train: length" in page
+    assert "limit 128" in page and not re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", page)
     code, _, err = cli(*args, "--report", json_path)
     assert code == 0, err
     report = json.loads(json_path.read_text(encoding="utf-8"))
     assert report["files"]["train"]["duplicates"]["exact"]["groups"] == 2
-    assert report["files"]["train"]["text"]["tokens"]["max"] > 0
+    text = report["files"]["train"]["text"]
+    assert text["tokens"]["max"] > 0
+    counted = text["tokens_histogram"]
+    assert sum(counted["counts"]) == report["files"]["train"]["rows"]  # every row counted, empty ones too
+    assert counted["edges"][0] == text["tokens"]["min"] and counted["edges"][-1] == text["tokens"]["max"]
 
 
 def test_cli_data_inspect_missing_file_is_one_error_line(cli, tiny_model: str) -> None:

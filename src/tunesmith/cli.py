@@ -216,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     _run_flags(evaluate)
 
+    report = sub.add_parser(
+        "report",
+        help="write a run's report.html: scores, curves, confusion matrix, mistakes, answers (training writes one)",
+    )
+    report.add_argument("run", help="run folder written by `tunesmith train`")
+    report.add_argument("--output", help="write the page here instead of RUN/report.html")
+    report.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+
     demo = sub.add_parser("demo", help="fine-tune a real model on real data, offline, in minutes")
     demo.add_argument(
         "kind",
@@ -489,6 +497,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from tunesmith.outputs import read_marker
+    from tunesmith.run_report import render_report, write_report
+    from tunesmith.utils import atomic_write_text
+
+    run = Path(args.run)
+    if not run.is_dir() or read_marker(run) is None:
+        raise TunesmithError(f"{run} is not a tunesmith run folder (no tunesmith.json): pass the --output of a train")
+    if args.output is None:
+        print(f"report: {write_report(run)}")
+        return 0
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise TunesmithError(f"{out} exists: pass --overwrite to replace it, or another --output")
+    atomic_write_text(out, render_report(run))
+    print(f"report: {out}")
+    return 0
+
+
 def _sampling(args: argparse.Namespace) -> Sampling:
     from tunesmith.inference import Sampling
 
@@ -650,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune": cmd_tune,
         "advise": cmd_advise,
         "serve": cmd_serve,
+        "report": cmd_report,
     }
     try:
         if args.command != "models":

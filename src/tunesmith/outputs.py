@@ -52,6 +52,8 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
             "metrics.json",
             "confusion_matrix.csv",
             "samples.jsonl",
+            "test_predictions.jsonl",
+            "report.html",
             "fingerprint.json",
             "splits",
         }

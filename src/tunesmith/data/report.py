@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tunesmith import charts
+from tunesmith.charts import histogram_counts
 from tunesmith.data.config import DataConfig
 from tunesmith.data.dataset import lookalikes_from_counts, merge_advice
 from tunesmith.data.dedup import (
@@ -218,10 +220,12 @@ class FileProfile:
             "numeric_text_columns": sorted(self.tally.numeric or ()),
             "empty": {"count": self.empty.count, "examples": self.empty.names(path)},
             "chars": length_stats(chars),
+            "chars_histogram": histogram_counts(chars),
         }
         if self.tokenizer is not None:
             tokens = np.concatenate(self.tokens) if self.tokens else np.zeros(0, dtype=np.int64)
             section["tokens"] = length_stats(tokens)
+            section["tokens_histogram"] = histogram_counts(tokens)
             section["truncated"] = {
                 "max_length": self.max_length,
                 "count": self.long.count,
@@ -422,11 +426,31 @@ def render_text(report: dict[str, Any]) -> str:
 
 def render_html(report: dict[str, Any], text: str | None = None) -> str:
     body = html.escape(render_text(report) if text is None else text)
+    figures = "".join(_file_charts(name, part) for name, part in report.get("files", {}).items())
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>tunesmith data report</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:2em}pre{white-space:pre-wrap;line-height:1.5}</style>"
-        f"</head><body><h1>tunesmith data report</h1><pre>{body}</pre></body></html>\n"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em}pre{white-space:pre-wrap;line-height:1.5}"
+        ".charts{display:flex;flex-wrap:wrap;gap:1em}.charts svg{max-width:100%;height:auto}</style>"
+        f"</head><body><h1>tunesmith data report</h1>{figures}<pre>{body}</pre></body></html>\n"
     )
+
+
+def _file_charts(name: str, part: dict[str, Any]) -> str:
+    """A file's label counts and its length histogram (tokens, with the length limit, where a tokenizer
+    counted them; characters otherwise)."""
+    figures = []
+    counts = part.get("labels", {}).get("counts")
+    if counts:
+        figures.append(charts.bar_chart(list(counts), list(counts.values()), f"{name}: rows per label", "rows"))
+    text = part.get("text", {})
+    tokens = text.get("tokens_histogram", {})
+    if tokens.get("counts"):
+        limit = text.get("truncated", {}).get("max_length")
+        figures.append(charts.histogram(tokens["edges"], tokens["counts"], f"{name}: length", "tokens", limit))
+    elif text.get("chars_histogram", {}).get("counts"):
+        chars = text["chars_histogram"]
+        figures.append(charts.histogram(chars["edges"], chars["counts"], f"{name}: length", "characters"))
+    return f"<h2>{html.escape(name)}</h2><div class='charts'>{''.join(figures)}</div>" if figures else ""
 
 
 def write_report(report: dict[str, Any], path: Path, text: str | None = None) -> None:

@@ -26,7 +26,15 @@ from tunesmith.evaluate.scores import predict_scores, score_evaluator
 from tunesmith.models.loading import apply_method, load_tokenizer, position_limit, trainable_summary
 from tunesmith.models.registry import resolve_model
 from tunesmith.recipes import distill
-from tunesmith.recipes.common import auto_notes, auto_record, choose_auto, data_source, in_run_folder, prepared_for
+from tunesmith.recipes.common import (
+    auto_notes,
+    auto_record,
+    choose_auto,
+    data_source,
+    in_run_folder,
+    prepared_for,
+    write_run_report,
+)
 from tunesmith.rows import with_label_cells
 from tunesmith.run_folder import (
     RunFolder,
@@ -36,12 +44,13 @@ from tunesmith.run_folder import (
     save_model,
     save_splits,
 )
+from tunesmith.run_report import PREDICTIONS
 from tunesmith.tasks import build_task, task_info
 from tunesmith.tasks.base import Task, encode_frame, encode_texts, targets_of
 from tunesmith.train import distributed
 from tunesmith.train.distill import SoftTargets, collate_with_teacher
 from tunesmith.train.loop import OnEvaluate, Trainer
-from tunesmith.utils import is_main_process, seed_everything
+from tunesmith.utils import atomic_write_jsonl, is_main_process, seed_everything
 
 log = logging.getLogger("tunesmith")
 
@@ -153,7 +162,8 @@ def _train(
     )
     state = trainer.fit(resume=folder.resume)
 
-    metrics = {**base, "finetuned": _final_scores(cfg, model, task, validation, test, collate, device, state)}
+    scored, test_scores = _final_scores(cfg, model, task, validation, test, collate, device, state)
+    metrics = {**base, "finetuned": scored}
     if record:
         metrics["auto"] = record
     if distilled:
@@ -169,6 +179,8 @@ def _train(
             save_model(model, tokenizer, folder.work / "model")
         _save_confusion(metrics, folder)
         save_json(folder.work, "metrics.json", metrics)
+        _save_predictions(folder, data.prepared.splits.records(cfg.data)["test"], task.describe(test_scores))
+    write_run_report(folder)
     folder.commit()
     return metrics
 
@@ -215,9 +227,10 @@ def _final_scores(
     collate: Callable,
     device: torch.device,
     state: Any,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], np.ndarray]:
     """Validation as the best checkpoint was chosen on it; then any decision threshold is tuned on validation and
-    the test split, which played no part in either choice, is scored as a user's predictions will be."""
+    the test split, which played no part in either choice, is scored as a user's predictions will be. Returns
+    the metrics and the test scores."""
     bs = cfg.train.eval_batch_size
     val_scores = predict_scores(model, task, validation, collate, bs, device)
     val_targets = targets_of(validation)
@@ -225,7 +238,7 @@ def _final_scores(
     task.tune(val_scores, val_targets)
     test_scores = predict_scores(model, task, test, collate, bs, device)
     test_targets = targets_of(test)
-    return {
+    metrics = {
         "method": cfg.method.method,
         "best_step": state.best_step,
         "steps": state.step,
@@ -233,6 +246,14 @@ def _final_scores(
         "validation": validation_metrics,
         "test": task.metrics(test_scores, test_targets),
     }
+    return metrics, test_scores
+
+
+def _save_predictions(folder: RunFolder, rows: list[dict[str, Any]], predicted: list[dict[str, Any]]) -> None:
+    """Each test row (its text, label and place in the file) with the fine-tuned model's prediction: what the
+    report's most confident mistakes are read from."""
+    out = [{**row, "prediction": p} for row, p in zip(rows, predicted, strict=True)]
+    atomic_write_jsonl(folder.work / PREDICTIONS, out)
 
 
 def _baselines(

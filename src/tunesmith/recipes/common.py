@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.run_folder import RunFolder, cached, plan_run_folder, run_inputs, save_json
+from tunesmith.run_report import write_report
 from tunesmith.train import auto, distributed
+from tunesmith.utils import is_main_process
 
 log = logging.getLogger("tunesmith")
 
@@ -85,3 +87,13 @@ def auto_record(folder: RunFolder, chosen: list[auto.Chosen]) -> dict[str, Any]:
     if record:
         save_json(folder.work, "auto.json", record)
     return record
+
+
+def write_run_report(folder: RunFolder) -> None:
+    """report.html at the end of every run, on the process that writes the run folder."""
+    if not is_main_process():
+        return
+    try:
+        write_report(folder.work, folder.final)
+    except Exception as err:  # the model and metrics are saved: a report that fails must not cost them
+        log.warning("report.html was not written (%s); `tunesmith report %s` tries again", err, folder.final)

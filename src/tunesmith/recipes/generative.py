@@ -21,7 +21,15 @@ from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.generative import LanguageModel, score
 from tunesmith.models.loading import apply_method, load_lm, load_tokenizer, position_limit, trainable_summary
 from tunesmith.models.registry import resolve_model
-from tunesmith.recipes.common import auto_notes, auto_record, choose_auto, data_source, in_run_folder, prepared_for
+from tunesmith.recipes.common import (
+    auto_notes,
+    auto_record,
+    choose_auto,
+    data_source,
+    in_run_folder,
+    prepared_for,
+    write_run_report,
+)
 from tunesmith.run_folder import (
     RunFolder,
     cached,
@@ -157,6 +165,7 @@ def _train(
             save_model(lm.model, tokenizer, folder.work / "model")
         atomic_write_jsonl(folder.work / "samples.jsonl", samples)
         save_json(folder.work, "metrics.json", metrics)
+    write_run_report(folder)
     folder.commit()
     for s in samples[:SAMPLES]:
         log.info(
