@@ -32,7 +32,7 @@ from tunesmith.evaluate.generate import sampling_kwargs
 from tunesmith.evaluate.scores import length_batches
 from tunesmith.inference import Sampling, generate_answers, predict_texts
 from tunesmith.recipes.generative import train_generative
-from tunesmith.serve import ServeConfig, _bind, build_app, load_served
+from tunesmith.serve import ServeConfig, bind_socket, build_app, load_served
 from tunesmith.serve.batcher import Busy, MicroBatcher
 from tunesmith.serve.generation import Detokenizer
 from tunesmith.serve.models import Served, parse_spec
@@ -102,7 +102,7 @@ def live(served: dict[str, Served], **settings: object) -> Iterator[tuple[str, F
     """The app on uvicorn in a thread, on a free port: real HTTP, as a user's client sees it."""
     app = build_app(served, ServeConfig(**settings).validate())  # type: ignore[arg-type]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    sock = _bind("127.0.0.1", 0)
+    sock = bind_socket("127.0.0.1", 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started or not thread.is_alive(), 30, "the server did not start")
@@ -685,7 +685,7 @@ def test_runs_are_named_after_their_folder_or_as_given(tmp_path: Path) -> None:
 def test_replies_on_a_kept_alive_connection_are_not_held_back_by_nagle() -> None:
     """The listening socket says it is TCP, so asyncio sets TCP_NODELAY on each connection; left at protocol 0
     it did not, and every reply after a connection's first waited 40 ms for the client's delayed ACK."""
-    sock = _bind("127.0.0.1", 0)
+    sock = bind_socket("127.0.0.1", 0)
 
     async def nodelay_of_accepted() -> int:
         accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -50,6 +50,8 @@ EPILOG = """examples:
   tunesmith distill --teacher runs/x --student-layers 6 --output runs/x-6   (half the layers, on the soft labels)
   tunesmith prune runs/x --ffn-keep 0.5 --output runs/x-ffn50     (half of each FFN, then a 1-epoch recovery)
   tunesmith serve runs/x runs/chat --port 8000    (POST /v1/classify; OpenAI's /v1/chat/completions for runs/chat)
+  tunesmith report runs/x                         (runs/x/report.html: scores, curves, confusion matrix, mistakes)
+  tunesmith ui                                    (a page at http://127.0.0.1:7860 to start, watch and try runs)
 """
 
 _TRUST = "run code shipped with the run's model (only for models you trust; a run folder never turns this on)"
@@ -262,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tune_parser(sub)
     _advise_parser(sub)
     _serve_parser(sub)
+    _ui_parser(sub)
     sub.add_parser("models", help="list the model aliases that work offline")
     return parser
 
@@ -360,6 +363,33 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("runs", nargs="+", metavar="RUN", help="run or export folder, or NAME=FOLDER; several allowed")
     names = tuple(f.name for f in dataclasses.fields(ServeConfig))
     add_config_flags(serve, CommandFlags(names), root=ServeConfig, title="server")
+
+
+def _ui_parser(sub: argparse._SubParsersAction) -> None:
+    import dataclasses
+
+    from tunesmith.ui.config import UiConfig
+
+    ui = sub.add_parser(
+        "ui",
+        help="a web page to start runs from a form, watch them train live, stop them and open their reports",
+        description="Serves one page (offline: no script or font from the internet) on --host:--port. It lists "
+        "the runs in --runs-dir, starts `tunesmith train` from a form into a new folder there (never over an "
+        "existing one), streams its progress as log.jsonl grows, stops it as Ctrl-C would (resumable), and opens "
+        "each run's report.html. Ctrl-C stops the page and any training it started.",
+    )
+    names = tuple(f.name for f in dataclasses.fields(UiConfig))
+    add_config_flags(ui, CommandFlags(names), root=UiConfig, title="page")
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tunesmith.ui import UiConfig, run_ui
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(UiConfig) if hasattr(args, f.name)}
+    run_ui(UiConfig(**given))
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -503,8 +533,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tunesmith.utils import atomic_write_text
 
     run = Path(args.run)
-    if not run.is_dir() or read_marker(run) is None:
-        raise TunesmithError(f"{run} is not a tunesmith run folder (no tunesmith.json): pass the --output of a train")
+    kind = (read_marker(run) or {}).get("kind") if run.is_dir() else None
+    if kind != "run":
+        made = f"a {kind} folder" if kind else "not a tunesmith run folder"
+        raise TunesmithError(f"{run} is {made}: pass the --output of a `tunesmith train` run")
     if args.output is None:
         print(f"report: {write_report(run)}")
         return 0
@@ -678,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         "advise": cmd_advise,
         "serve": cmd_serve,
         "report": cmd_report,
+        "ui": cmd_ui,
     }
     try:
         if args.command != "models":

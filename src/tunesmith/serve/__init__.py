@@ -19,7 +19,7 @@ from tunesmith.serve.app import build_app
 from tunesmith.serve.config import ServeConfig
 from tunesmith.serve.models import Served, load_served
 
-__all__ = ["ServeConfig", "Served", "build_app", "load_served", "serve"]
+__all__ = ["ServeConfig", "Served", "bind_socket", "build_app", "load_served", "serve", "signals_end_quietly"]
 
 log = logging.getLogger("tunesmith")
 
@@ -31,7 +31,7 @@ def serve(specs: list[str], cfg: ServeConfig, on_ready: Callable[[str], None] | 
     if not specs:
         raise TunesmithError("name at least one run folder to serve")
     served = load_served(specs, cfg.device, cfg.trust_remote_code)
-    sock = _bind(cfg.host, cfg.port)
+    sock = bind_socket(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
     for s in served.values():
@@ -49,13 +49,13 @@ def serve(specs: list[str], cfg: ServeConfig, on_ready: Callable[[str], None] | 
     log.info("listening on %s (Ctrl-C or SIGTERM stops it)", url)
     if on_ready:
         on_ready(url)
-    with _signals_end_quietly() as caught:
+    with signals_end_quietly() as caught:
         server.run(sockets=[sock])
     log.info("stopped%s", f" on {signal.Signals(caught[0]).name}" if caught else "")
 
 
 @contextlib.contextmanager
-def _signals_end_quietly() -> Iterator[list[int]]:
+def signals_end_quietly() -> Iterator[list[int]]:
     """uvicorn drains the requests in flight on SIGTERM or Ctrl-C, then raises the signal again under the
     handler it found. Found here, the signal is noted and `serve` returns: the command exits 0 after a
     clean shutdown, instead of dying by the signal or reporting an interrupted training run."""
@@ -71,7 +71,7 @@ def _signals_end_quietly() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named, not left 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they are TCP,
     # and with Nagle on, every reply on a kept-alive connection waited 40 ms for the client's delayed ACK.
