@@ -424,6 +424,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc is not None and args.nproc != 1 and "RANK" not in os.environ:  # RANK: torchrun started us
         return _launch(args, train_config(args.config, flag_values(args), args.resume))
+    _stop_on_sigterm()
     if args.cv is not None:
         return _train_cv(args)
     if args.cv_refit is not None:
@@ -434,6 +435,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(summary(metrics))
         print(f"run folder: {cfg.output}")
     return 0
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (`kill`, a scheduler's preemption, the ui's Stop) ends a training as Ctrl-C does: an interrupted
+    run with its checkpoint, for --resume. Ctrl-C's own signal is no use to a program started in the background
+    of a script, where the shell has it ignored before Python starts."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _launch(args: argparse.Namespace, cfg: RunConfig) -> int:

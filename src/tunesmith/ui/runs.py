@@ -3,8 +3,8 @@
 A run the page starts is `tunesmith train` in a process of its own (its own session, so a stop reaches the
 whole process tree), writing into RUNS_DIR/NAME exactly as the command line would; its output goes to
 RUNS_DIR/.ui/NAME.log, whose last `tunesmith: error:` line is the reason a failed run gives. The page never
-replaces a folder: a name that exists is refused. Stopping sends Ctrl-C's signal, so the run ends as an
-interrupted run does, with a checkpoint `--resume` continues.
+replaces a folder: a name that exists is refused. Stopping sends SIGTERM, which `tunesmith train` takes as
+Ctrl-C: the run ends interrupted, with a checkpoint `--resume` continues.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class RunManager:
         if started is None or not self._alive(started):
             raise TunesmithError(f"{name} is not running")
         started.stopped = True
-        os.killpg(started.process.pid, signal.SIGINT)  # Ctrl-C: the run saves what --resume needs and ends
+        os.killpg(started.process.pid, signal.SIGTERM)  # train takes it as Ctrl-C: resumable, and ends
         return self.status(name)
 
     def status(self, name: str) -> dict[str, Any]:
@@ -167,7 +167,7 @@ class RunManager:
         """Stop what is still running when the page's server stops: nothing trains on unasked."""
         for started in self.started.values():
             if self._alive(started):
-                os.killpg(started.process.pid, signal.SIGINT)
+                os.killpg(started.process.pid, signal.SIGTERM)
         for started in self.started.values():
             try:
                 started.process.wait(timeout=30)
