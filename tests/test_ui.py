@@ -119,6 +119,16 @@ def test_a_bad_form_is_one_line_and_starts_nothing(
     assert page.get("/api/runs").json()["runs"] == []
 
 
+def test_a_run_that_fails_ends_with_its_own_error_line(page: TestClient, tmp_path: Path) -> None:
+    data = write_intents(tmp_path / "intents.csv")
+    assert page.post("/api/runs", json=form("no-such-model", data, name="broken")).status_code == 201
+    end = events(page, "broken")[-1][1]
+    assert end["state"] == "failed" and end["code"] == 2, end
+    assert end["error"].startswith("tunesmith: error:") and "no-such-model" in end["error"]
+    listed = {r["name"]: r["state"] for r in page.get("/api/runs").json()["runs"]}
+    assert listed == {"broken": "failed"}
+
+
 def test_an_existing_folder_is_never_replaced(page: TestClient, tiny_model: str, tmp_path: Path) -> None:
     mine = tmp_path / "runs" / "mine"
     mine.mkdir(parents=True)
