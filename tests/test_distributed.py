@@ -230,3 +230,18 @@ def test_fsdp_in_one_process_is_one_line_before_the_run_folder(
     result = cli("train", "--model", tiny_model, "--train", intents_csv, "--output", str(run), "--fsdp")
     one_error_line(result, "--fsdp", "--nproc")
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_sharded_run_without_checkpoints_keeps_its_best_in_memory(tiny_model: str, data: Path, tmp_path: Path) -> None:
+    """--save none (a search trial): each rank keeps its own shards of the best weights, and the run ends on
+    them, as one process ends on its in-memory copy."""
+    flags = ["--save", "none", "--eval-every", "1", "--lr", "3e-2"]  # a high lr: the last step is rarely the best
+    one = train(tiny_model, data, tmp_path / "one", *flags)
+    two = train(tiny_model, data, tmp_path / "two", *flags, "--nproc", "2", "--fsdp")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    got, want = (json.loads((tmp_path / r / "metrics.json").read_text())["finetuned"] for r in ("two", "one"))
+    assert got["best_step"] == want["best_step"] < want["steps"]  # the run ended on a best before its last step
+    for split in ("validation", "test"):
+        assert got[split]["macro_f1"] == pytest.approx(want[split]["macro_f1"], abs=1e-6), split
+        assert got[split]["accuracy"] == pytest.approx(want[split]["accuracy"], abs=1e-6), split

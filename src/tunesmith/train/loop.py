@@ -383,9 +383,11 @@ class Trainer:
         state.log_lines = log.lines
         sharded = self.whole is not None  # then every rank takes part in gathering what rank 0 saves
         if not self.checkpoints:
-            if best:  # under --fsdp, this rank's shards: 1/N of the memory, and no exchange
-                mine = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-                self.best_in_memory = mine if sharded else trainable_state(self.model)
+            if best and sharded:  # this rank's shards: 1/N of the memory, and no exchange
+                params = self.model.named_parameters()
+                self.best_in_memory = {n: p.detach().clone() for n, p in params if p.requires_grad}
+            elif best:
+                self.best_in_memory = trainable_state(self.model)
             return
         if not (is_main_process() or sharded):
             return
