@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from tunesmith.config import (
     DATA_INSPECT,
@@ -53,6 +53,8 @@ EPILOG = """examples:
   tunesmith report runs/x                         (runs/x/report.html: scores, curves, confusion matrix, mistakes)
   tunesmith ui                                    (a page at http://127.0.0.1:7860 to start, watch and try runs)
 """
+
+T = TypeVar("T")
 
 _TRUST = "run code shipped with the run's model (only for models you trust; a run folder never turns this on)"
 
@@ -295,8 +297,6 @@ def _advise_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from tunesmith.advise import AdviseConfig, advise, render, to_json
     from tunesmith.config import ADVISE
     from tunesmith.outputs import check_output_file
@@ -309,8 +309,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     if args.json:  # checked before the models load, not after
         inputs = [cfg.data.train, cfg.data.validation, cfg.data.test]
         check_output_file(Path(args.json), inputs, args.overwrite, "--json")
-    settings = AdviseConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AdviseConfig)})
-    advice = advise(cfg, settings)
+    advice = advise(cfg, _settings(args, AdviseConfig))
     print(render(advice))
     if args.json:
         atomic_write_json(Path(args.json), to_json(advice))
@@ -347,9 +346,6 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
-    import dataclasses
-
-    from tunesmith.config import CommandFlags
     from tunesmith.serve.config import ServeConfig
 
     serve = sub.add_parser(
@@ -361,13 +357,27 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "GET /health, GET /v1/models. Stops cleanly on SIGTERM or Ctrl-C.",
     )
     serve.add_argument("runs", nargs="+", metavar="RUN", help="run or export folder, or NAME=FOLDER; several allowed")
-    names = tuple(f.name for f in dataclasses.fields(ServeConfig))
-    add_config_flags(serve, CommandFlags(names), root=ServeConfig, title="server")
+    _settings_flags(serve, ServeConfig, "server")
+
+
+def _settings_flags(parser: argparse.ArgumentParser, settings: type, title: str) -> None:
+    """One flag per field of a command's own settings dataclass (`serve`'s, `ui`'s)."""
+    import dataclasses
+
+    from tunesmith.config import CommandFlags
+
+    names = tuple(f.name for f in dataclasses.fields(settings))
+    add_config_flags(parser, CommandFlags(names), root=settings, title=title)
+
+
+def _settings(args: argparse.Namespace, settings: type[T]) -> T:
+    """The settings dataclass from the flags given; the fields not given keep their defaults."""
+    import dataclasses
+
+    return settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings) if hasattr(args, f.name)})
 
 
 def _ui_parser(sub: argparse._SubParsersAction) -> None:
-    import dataclasses
-
     from tunesmith.ui.config import UiConfig
 
     ui = sub.add_parser(
@@ -378,27 +388,20 @@ def _ui_parser(sub: argparse._SubParsersAction) -> None:
         "existing one), streams its progress as log.jsonl grows, stops it as Ctrl-C would (resumable), and opens "
         "each run's report.html. Ctrl-C stops the page and any training it started.",
     )
-    names = tuple(f.name for f in dataclasses.fields(UiConfig))
-    add_config_flags(ui, CommandFlags(names), root=UiConfig, title="page")
+    _settings_flags(ui, UiConfig, "page")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from tunesmith.ui import UiConfig, run_ui
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(UiConfig) if hasattr(args, f.name)}
-    run_ui(UiConfig(**given))
+    run_ui(_settings(args, UiConfig))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from tunesmith.serve import ServeConfig, serve
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig) if hasattr(args, f.name)}
-    serve(args.runs, ServeConfig(**given))
+    serve(args.runs, _settings(args, ServeConfig))
     return 0
 
 
@@ -544,7 +547,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from tunesmith.outputs import read_marker
-    from tunesmith.run_report import render_report, write_report
+    from tunesmith.run_report import REPORT, render_report
     from tunesmith.utils import atomic_write_text
 
     run = Path(args.run)
@@ -552,11 +555,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if kind != "run":
         made = f"a {kind} folder" if kind else "not a tunesmith run folder"
         raise TunesmithError(f"{run} is {made}: pass the --output of a `tunesmith train` run")
-    if args.output is None:
-        print(f"report: {write_report(run)}")
-        return 0
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
+    out = Path(args.output) if args.output else run / REPORT  # the run's own report.html is tunesmith's
+    if args.output and out.exists() and not args.overwrite:
         raise TunesmithError(f"{out} exists: pass --overwrite to replace it, or another --output")
     atomic_write_text(out, render_report(run))
     print(f"report: {out}")

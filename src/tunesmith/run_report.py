@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tunesmith import charts
 from tunesmith.errors import TunesmithError
 from tunesmith.utils import atomic_write_text
@@ -255,12 +257,13 @@ def _flat(scores: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _configured_metric(config: str) -> str | None:
-    for line in config.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("metric:"):
-            value = stripped.split(":", 1)[1].strip()
-            return None if value in ("", "null") else value
-    return None
+    """The run's --metric, from its config.yaml (None: the task's default)."""
+    try:
+        raw = yaml.safe_load(config) or {}
+    except yaml.YAMLError:
+        return None
+    train = raw.get("train") if isinstance(raw, dict) else None
+    return train.get("metric") if isinstance(train, dict) else None
 
 
 def _num(value: Any) -> str:
