@@ -60,6 +60,9 @@ def test_batch_and_epochs_aim_at_a_few_hundred_steps_whatever_the_rows() -> None
     sft = chosen(TrainConfig(), rows=741, generative=True)
     assert (sft["batch_size"], sft["epochs"]) == (8, 1)  # the chat demo: 93 steps an epoch, 100 wanted
     assert chosen(TrainConfig(), rows=370, generative=True)["epochs"] == 2
+    # an entity tagger aims at 1,000 steps: the NER demo's 2,800 sentences, 175 steps an epoch, take 6
+    assert chosen(TrainConfig(), rows=2800, token_level=True)["epochs"] == 6
+    assert chosen(TrainConfig(), rows=2800)["epochs"] == 2
 
 
 def test_auto_batch_is_a_multiple_of_grad_accum() -> None:

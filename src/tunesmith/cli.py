@@ -122,7 +122,32 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", help="where --input's predictions go (same formats); never the input itself")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     predict.add_argument("--text-column", action="append", help="text column(s) of --input; default: the run's")
+    predict.add_argument(
+        "--format",
+        default="table",
+        choices=("table", "label-studio"),
+        help="table: the input's rows plus prediction columns; label-studio: tasks to import into Label Studio, "
+        "each with the model's answer as a pre-annotation (--output FILE.json)",
+    )
+    predict.add_argument(
+        "--from-name", help="label-studio: the name of the Choices (or Number) tag; default: the run's label column"
+    )
+    predict.add_argument("--to-name", help="label-studio: the name of the Text tag; default: the run's text column")
     _run_flags(predict)
+
+    explain = sub.add_parser("explain", help="show which tokens pushed a classifier's prediction")
+    explain.add_argument("run", help="run folder of a classification, multilabel or regression run")
+    explain.add_argument("--text", action="append", required=True, help="a text to explain; repeat for several")
+    explain.add_argument("--target", help="explain this label's score (default: each text's predicted label)")
+    explain.add_argument(
+        "--steps",
+        type=int,
+        default=32,
+        help="points on the integration path to start with; doubled, up to 256, while the error |delta| is over 0.05",
+    )
+    explain.add_argument("--html", help="also write the explanations as coloured text to this HTML file")
+    explain.add_argument("--overwrite", action="store_true", help="replace an existing --html file")
+    _run_flags(explain)
 
     generate = sub.add_parser("generate", help="answer prompts with a trained sft or seq2seq run")
     generate.add_argument("run", help="run folder written by `tunesmith train --task sft|seq2seq`")
@@ -233,11 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         "kind",
         nargs="?",
         default="classify",
-        choices=("classify", "sft"),
-        help="classify: Chinese sentiment with e5-small (default); sft: LoRA chat tuning of SmolLM2",
+        choices=("classify", "sft", "ner"),
+        help="classify: Chinese sentiment with e5-small (default); sft: LoRA chat tuning of SmolLM2; "
+        "ner: Chinese names, places and organisations (People's Daily) with e5-small",
     )
     demo.add_argument(
-        "--output", help="run folder; an earlier demo run there is replaced (default: runs/demo or runs/demo-sft)"
+        "--output", help="run folder; an earlier demo run there is replaced (default: runs/demo, runs/demo-KIND)"
     )
     demo.add_argument("--quick", action="store_true", help="a smaller run for a smoke test (about a minute)")
 
@@ -520,19 +546,46 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tunesmith.inference import load_run, predict_file, predict_texts
+    from tunesmith.inference import load_run, predict_file, predict_label_studio, predict_texts
 
     if not args.text and not args.input:
         raise TunesmithError("give --text TEXT (repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
         raise TunesmithError("--input needs --output FILE for the predictions")
+    if args.format == "label-studio" and not args.input:
+        raise TunesmithError("--format label-studio writes a file of tasks: give --input FILE --output FILE.json")
+    if args.format != "label-studio" and (args.from_name or args.to_name):
+        raise TunesmithError("--from-name and --to-name name Label Studio's tags: add --format label-studio")
     run = load_run(args.run, args.device, args.trust_remote_code)
-    if args.text:
+    if args.format == "label-studio":
+        n = predict_label_studio(run, args.input, args.output, args.from_name, args.to_name, args.overwrite, args.run)
+        print(f"wrote {n} tasks with pre-annotations to {args.output}")
+    elif args.text:
         for text, pred in zip(args.text, predict_texts(run, args.text), strict=True):
             print(json.dumps({"text": text, **pred}, ensure_ascii=False))
     else:
         n = predict_file(run, args.input, args.output, args.text_column, args.overwrite, args.run)
         print(f"wrote {n} predictions to {args.output}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from tunesmith.evaluate.explain import as_html, as_text, page
+    from tunesmith.inference import explain_run, load_run
+    from tunesmith.outputs import check_output_file
+    from tunesmith.utils import atomic_write_text
+
+    if not 1 <= args.steps <= 1000:
+        raise TunesmithError(f"--steps must be between 1 and 1000, got {args.steps}")
+    if args.html:
+        check_output_file(Path(args.html), [args.run], args.overwrite, "--html")
+    run = load_run(args.run, args.device, args.trust_remote_code)
+    explanations = explain_run(run, args.text, args.target, args.steps)
+    print("\n\n".join(as_text(e) for e in explanations))
+    if args.html:
+        title = f"Why {Path(args.run).resolve().name} predicted that"
+        atomic_write_text(Path(args.html), page(title, [as_html(e) for e in explanations]))
+        print(f"html: {args.html}")
     return 0
 
 
@@ -659,6 +712,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.kind == "sft":
         from tunesmith.demo_sft import run_sft_demo as run
+    elif args.kind == "ner":
+        from tunesmith.demo_ner import run_ner_demo as run
     else:
         from tunesmith.demo import run_demo as run
     metrics, hint = run(args.output, quick=args.quick)
@@ -712,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": cmd_train,
         "predict": cmd_predict,
         "evaluate": cmd_evaluate,
+        "explain": cmd_explain,
         "data": cmd_data,
         "demo": cmd_demo,
         "models": cmd_models,

@@ -21,11 +21,13 @@ import torch
 from torch import nn
 
 from tunesmith.config import RunConfig
+from tunesmith.data import label_studio
 from tunesmith.data.chat import ChatConfig, Conversation, load_conversations
 from tunesmith.data.dataset import load_file, records_frame, select_rows
 from tunesmith.data.io import read_table, write_table
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.config import MAX_NEW_TOKENS
+from tunesmith.evaluate.explain import STEPS, Explanation, explain_texts
 from tunesmith.evaluate.generative import LanguageModel, score
 from tunesmith.evaluate.scores import predict_scores
 from tunesmith.models.loading import PEFT_METHODS, load_adapter, load_lm, load_tokenizer, load_trained
@@ -34,7 +36,7 @@ from tunesmith.models.registry import resolve_model
 from tunesmith.outputs import check_output_file, write_json_file
 from tunesmith.run_folder import model_folder, require_finished, run_config, split_path
 from tunesmith.tasks import task_from_state, task_info
-from tunesmith.tasks.base import Task, encode_frame, encode_texts, make_examples, targets_of
+from tunesmith.tasks.base import Task, describe, encode_frame, encode_texts, make_examples, targets_of
 from tunesmith.utils import pick_device, seed_everything
 
 GGUF_FILE = "model.gguf"  # where a GGUF export (`tunesmith export --format gguf`) keeps its model
@@ -131,7 +133,8 @@ def _open_classifier(run_dir: Path, cfg: RunConfig, device: str) -> ClassifierRu
         return ClassifierRun(cfg, task, OnnxClassifier(model_dir), tokenizer, torch.device("cpu"))
     base_path = resolve_model(cfg.model.name) if cfg.method.method != "full" else ""
     loader = task_info(cfg.task).load()
-    model = load_trained(model_dir, base_path, task.model_kwargs(), cfg.model, cfg.method.method, loader)
+    head = task.model_kwargs()
+    model = load_trained(model_dir, base_path, head, cfg.model, cfg.method.method, loader, tokenizer.pad_token_id)
     dev = pick_device(device)
     return ClassifierRun(cfg, task, model.to(dev).eval(), tokenizer, dev)
 
@@ -159,7 +162,7 @@ def _open_generative(run_dir: Path, cfg: RunConfig, device: str) -> GenerativeRu
 def predict_texts(
     run: ClassifierRun, texts: list[str], batch_size: int | None = None, max_spread: float | None = None
 ) -> list[dict[str, Any]]:
-    return run.task.describe(run.scores(texts, batch_size, max_spread))
+    return describe(run.task, run.scores(texts, batch_size, max_spread), texts, run.tokenizer, run.cfg.data.max_length)
 
 
 def predict_file(
@@ -181,12 +184,70 @@ def predict_file(
         data_cfg = dataclasses.replace(data_cfg, text_columns=text_columns)
     out = read_table(input_path, encoding=data_cfg.encoding, parsed=())  # every cell exactly as written
     frame = select_rows(out, input_path, data_cfg, multilabel=False, need_labels=False)  # same index as `out`
-    described = run.task.describe(run.scores(frame["text"].tolist()))
+    described = predict_texts(run, frame["text"].tolist())
     for name, values in _prediction_columns(described, run.cfg.data.label_separator).items():
         # Rows dropped for an empty text stay, with empty predictions, so the output lines up with the input.
         out[_free_name(name, out.columns)] = pd.Series(values, index=frame.index)
     write_table(out, Path(output_path))
     return len(frame)
+
+
+def predict_label_studio(
+    run: ClassifierRun,
+    input_path: str,
+    output_path: str,
+    from_name: str | None = None,
+    to_name: str | None = None,
+    overwrite: bool = False,
+    run_dir: str | Path | None = None,
+) -> int:
+    """Write the input's rows as Label Studio tasks, each with the model's answer as a pre-annotation.
+
+    A Label Studio file keeps its tasks as they were (id, data, annotations); any other table's rows become
+    the tasks' data. Returns the task count."""
+    output = Path(output_path)
+    if output.suffix.lower() != ".json":
+        raise TunesmithError(f"--format label-studio writes a JSON array of tasks: name --output {output.stem}.json")
+    check_output_file(output, [input_path, run_dir], overwrite)
+    data_cfg = run.cfg.data
+    table = read_table(input_path, encoding=data_cfg.encoding, parsed=())
+    frame = select_rows(table, input_path, data_cfg, multilabel=False, need_labels=False)
+    predicted = dict(zip(frame.index, predict_texts(run, frame["text"].tolist()), strict=True))
+    tasks = label_studio.read_tasks(input_path) or [
+        {"data": {k: v for k, v in row.items() if not _missing(v)}} for row in table.to_dict("records")
+    ]
+    version = f"tunesmith {Path(run_dir or run.cfg.output or 'run').name}"
+    names = (from_name or data_cfg.label_columns[0], to_name or data_cfg.text_columns[0])
+    out = [
+        {k: v for k, v in task.items() if k != "predictions"}
+        | label_studio.pre_annotation(task["data"], predicted.get(i), run.task.name, *names, version)
+        for i, task in enumerate(tasks)
+    ]
+    write_json_file(output, out, [input_path, run_dir], overwrite)
+    return len(out)
+
+
+def explain_run(
+    run: ClassifierRun, texts: list[str], target: str | None = None, steps: int = STEPS
+) -> list[Explanation]:
+    """Which tokens pushed each text's prediction (or `target`'s score), by integrated gradients."""
+    if isinstance(run.model, OnnxClassifier):
+        raise TunesmithError("an ONNX export has no gradients to explain with; explain the run it was exported from")
+    cfg = run.cfg
+    return explain_texts(run.model, run.tokenizer, run.task, texts, cfg.data.max_length, run.device, target, steps)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _cell(value: Any, sep: str) -> Any:
+    """A prediction as one table cell: labels joined, entities (objects) as JSON."""
+    if isinstance(value, list):
+        if all(isinstance(v, str) for v in value):
+            return sep.join(value)
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def _free_name(name: str, taken: Any) -> str:
@@ -206,7 +267,7 @@ def _prediction_columns(described: list[dict[str, Any]], sep: str) -> dict[str, 
             for label in described[0]["probs"]:
                 columns[f"prob_{label}"] = [d["probs"][label] for d in described]
         else:
-            columns[key] = [sep.join(d[key]) if isinstance(d[key], list) else d[key] for d in described]
+            columns[key] = [_cell(d[key], sep) for d in described]
     return columns
 
 

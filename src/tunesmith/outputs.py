@@ -53,6 +53,7 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
             "confusion_matrix.csv",
             "samples.jsonl",
             "test_predictions.jsonl",
+            "explanations.html",
             "report.html",
             "fingerprint.json",
             "splits",

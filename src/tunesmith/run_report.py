@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tunesmith.utils import atomic_write_text
 
 REPORT = "report.html"
 PREDICTIONS = "test_predictions.jsonl"
+EXPLANATIONS = "explanations.html"  # why the most confident mistakes were made (evaluate/explain.py)
 _MISTAKES = 15  # most confident mistakes listed
 _SAMPLES = 20  # generated answers listed
 # The validation numbers worth a curve, in the order to look for them; the run's own --metric comes first.
@@ -58,7 +60,7 @@ def render_report(run: str | Path, final: str | Path | None = None) -> str:
         _scores(metrics),
         _curves(log, _configured_metric(config)),
         _classes(metrics),
-        _mistakes(_read_jsonl(folder / PREDICTIONS), metrics),
+        _mistakes(_read_jsonl(folder / PREDICTIONS), metrics, folder),
         _samples(_read_jsonl(folder / "samples.jsonl")),
         _data(_read_json(folder / "data_manifest.json")),
         _warnings(metrics),
@@ -104,7 +106,13 @@ def _scores(metrics: dict[str, Any]) -> str:
     )
     n = next((part["n"] for _, part in models if "n" in part), None)
     caption = f"<p class='muted'>test split, {n} rows</p>" if n is not None else ""
-    return f"<h2>Scores</h2>{caption}<table><tr><th></th>{head}</tr>{body}</table>"
+    how = "".join(
+        f"<li>{_e(name)}: {_e(metrics[key]['description'])}</li>"
+        for key, name in (("zero_shot", "zero-shot"), ("linear_probe", "linear probe"))
+        if metrics.get(key, {}).get("description")
+    )
+    how = f"<ul class='muted'>{how}</ul>" if how else ""
+    return f"<h2>Scores</h2>{caption}<table><tr><th></th>{head}</tr>{body}</table>{how}"
 
 
 def _scored_models(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -177,7 +185,7 @@ def _classes(metrics: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _mistakes(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
+def _mistakes(rows: list[dict[str, Any]], metrics: dict[str, Any], folder: Path) -> str:
     """A classifier's most confident wrong answers; a regressor's largest errors."""
     if not rows:
         if "per_class" in metrics.get("finetuned", {}).get("test", {}):
@@ -185,23 +193,51 @@ def _mistakes(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
         return ""
     first = rows[0].get("prediction", {})
     if "label" in first:
-        wrong = [r for r in rows if str(r["prediction"]["label"]) != str(r.get("label"))]
-        wrong.sort(key=lambda r: -r["prediction"]["score"])
-        cells = [(r["text"], r.get("label"), r["prediction"]["label"], _num(r["prediction"]["score"])) for r in wrong]
-        title, head = "Most confident mistakes", ("text", "true", "predicted", "confidence")
-        note = f"{len(wrong)} of {len(rows)} test rows wrong"
+        wrong = confident_mistakes(rows)
+        explained = _explained(folder)
+        cells = [
+            (r["text"], r.get("label"), r["prediction"]["label"], _num(r["prediction"]["score"]), _why(r, explained))
+            for r in wrong
+        ]
+        title, head = "Most confident mistakes", ("text", "true", "predicted", "confidence", "")
+        n_wrong = sum(str(r["prediction"]["label"]) != str(r.get("label")) for r in rows)
+        note = f"{n_wrong} of {len(rows)} test rows wrong"
     elif "value" in first:
         errors = sorted(rows, key=lambda r: -abs(float(r["prediction"]["value"]) - float(r["label"])))
-        cells = [(r["text"], r.get("label"), _num(r["prediction"]["value"]), "") for r in errors]
-        title, head, note = "Largest errors", ("text", "true", "predicted", ""), f"{len(rows)} test rows"
+        cells = [(r["text"], r.get("label"), _num(r["prediction"]["value"]), "", "") for r in errors]
+        title, head, note = "Largest errors", ("text", "true", "predicted", "", ""), f"{len(rows)} test rows"
     else:
         return ""
     body = "".join(
-        f"<tr><td class='text'>{_e(str(t))}</td><td>{_e(str(y))}</td><td>{_e(str(p))}</td><td class='num'>{c}</td></tr>"
-        for t, y, p, c in cells[:_MISTAKES]
+        f"<tr><td class='text'>{_e(str(t))}</td><td>{_e(str(y))}</td><td>{_e(str(p))}</td><td class='num'>{c}</td>"
+        f"<td>{why}</td></tr>"
+        for t, y, p, c, why in cells[:_MISTAKES]
     )
     header = "".join(f"<th>{h}</th>" for h in head)
     return f"<h2>{title}</h2><p class='muted'>{note}</p><table><tr>{header}</tr>{body}</table>"
+
+
+def confident_mistakes(rows: list[dict[str, Any]], n: int = _MISTAKES) -> list[dict[str, Any]]:
+    """A classifier's wrong test predictions (rows of test_predictions.jsonl), most confident first."""
+    wrong = [r for r in rows if str(r["prediction"]["label"]) != str(r.get("label"))]
+    return sorted(wrong, key=lambda r: -r["prediction"]["score"])[:n]
+
+
+def explanation_anchor(row: dict[str, Any]) -> str:
+    return f"row-{row.get('row', '')}".replace(" ", "-")
+
+
+def _explained(folder: Path) -> set[str]:
+    """The anchors of explanations.html: the mistakes the run explained."""
+    page = folder / EXPLANATIONS
+    if not page.is_file():
+        return set()
+    return set(re.findall(r"<section id='([^']+)'", page.read_text(encoding="utf-8")))
+
+
+def _why(row: dict[str, Any], explained: set[str]) -> str:
+    anchor = explanation_anchor(row)
+    return f"<a href='{EXPLANATIONS}#{_e(anchor)}'>why?</a>" if anchor in explained else ""
 
 
 def _samples(rows: list[dict[str, Any]]) -> str:

@@ -5,7 +5,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_SCORE_KEYS = ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2", "spearman")
+_SCORE_KEYS = (
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "rmse",
+    "mae",
+    "r2",
+    "spearman",
+    "entity_precision",
+    "entity_recall",
+    "entity_f1",
+    "token_accuracy",
+)
 _GENERATION_KEYS = ("perplexity", "bleu", "chrf", "rougeL", "exact_match")
 
 
@@ -30,8 +42,12 @@ def score_summary(metrics: dict[str, Any]) -> str:
         how = "distilled" if distill.get("alpha") else "labels only"
         labels["finetuned"] = f"student, {how} ({_size(distill['student_parameters'])})"
     width = max(len(labels[name]) for name, _ in rows)
-    lines = ["", f"{'test split':<{width}}  " + "  ".join(f"{k:>9}" for k in keys)]
-    lines += [f"{labels[name]:<{width}}  " + "  ".join(f"{m['test'][k]:>9.4f}" for k in keys) for name, m in rows]
+    widths = [max(9, len(k)) for k in keys]  # entity_precision is wider than a number
+    lines = ["", f"{'test split':<{width}}  " + "  ".join(f"{k:>{w}}" for k, w in zip(keys, widths, strict=True))]
+    lines += [
+        f"{labels[name]:<{width}}  " + "  ".join(f"{m['test'][k]:>{w}.4f}" for k, w in zip(keys, widths, strict=True))
+        for name, m in rows
+    ]
     if "base" in metrics:
         lines.append(f"(base = {labels[metrics['base']['kind']]}: {metrics['base']['description']})")
     lines += [f"WARNING: {line}" for line in metrics.get("warnings", [])]

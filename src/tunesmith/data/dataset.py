@@ -9,10 +9,11 @@ from typing import Any
 
 import pandas as pd
 
+from tunesmith.data import spans
 from tunesmith.data.config import DataConfig
 from tunesmith.data.io import read_table
 from tunesmith.errors import TunesmithError
-from tunesmith.rows import each_row_name, join_text, label_text, plural_rows, row_names
+from tunesmith.rows import each_row_name, join_text, label_text, plural_rows, row_name, row_names
 
 log = logging.getLogger("tunesmith")
 
@@ -81,7 +82,7 @@ def select(
     keep = out["text"] != ""
     unlabelled = pd.Index([])
     if need_labels:
-        labels = _labels(df, cfg, multilabel)
+        labels = _labels(df, cfg, multilabel, path)
         unlabelled = out.index[labels.isna() & keep]
         keep &= labels.notna()
         out["label"] = labels
@@ -133,8 +134,8 @@ def select_rows(
     return chosen.rows  # keeps the file's row index, so later errors can name the file's own lines
 
 
-def _labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Series:
-    labels = _raw_labels(df, cfg, multilabel)
+def _labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool, path: str) -> pd.Series:
+    labels = _raw_labels(df, cfg, multilabel, path)
     if cfg.label_map:
         mapping = {old.strip(): new.strip() for old, new in (m.split("=", 1) for m in cfg.label_map)}
         if multilabel:
@@ -166,8 +167,17 @@ def warn_lookalike_labels(labels: pd.Series, path: str) -> None:
         log.warning("%s: labels %s look like one label; merge them with %s", path, variants, merge_advice(variants))
 
 
-def _raw_labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Series:
+def _raw_labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool, path: str) -> pd.Series:
+    column = df[cfg.label_columns[0]]
+    if column.map(spans.is_span_list).any():  # entities: JSON spans, kept as one canonical string per row
+        return column.map(lambda v: spans.canonical(spans.from_json(v)) if isinstance(v, list) else v)
+    listed = column.map(lambda v: isinstance(v, list | tuple))  # a JSON list: several labels
     if not multilabel:
+        if listed.any():
+            raise TunesmithError(
+                f"{path}: {row_name(path, listed.idxmax())} has several labels in {cfg.label_columns[0]!r} "
+                f"({df[cfg.label_columns[0]][listed.idxmax()]}); train with --task multilabel, or keep one label a row"
+            )
         col = df[cfg.label_columns[0]]
         if not pd.api.types.is_numeric_dtype(col):
             col = col.where(col.isna(), col.astype(str).str.strip()).replace("", None)
@@ -184,9 +194,15 @@ def _raw_labels(df: pd.DataFrame, cfg: DataConfig, multilabel: bool) -> pd.Serie
             dtype=object,
         )
     col = df[cfg.label_columns[0]]
-    return col.map(
-        lambda v: None if pd.isna(v) else tuple(s.strip() for s in str(v).split(cfg.label_separator) if s.strip())
-    )
+    return col.map(lambda v: _label_tuple(v, cfg.label_separator))
+
+
+def _label_tuple(value: object, separator: str) -> tuple[str, ...] | None:
+    if isinstance(value, list | tuple):
+        return tuple(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
+    if pd.isna(value):
+        return None
+    return tuple(s.strip() for s in str(value).split(separator) if s.strip())
 
 
 def _truthy(value: object) -> bool:

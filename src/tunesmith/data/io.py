@@ -27,9 +27,10 @@ from pathlib import Path
 import charset_normalizer
 import pandas as pd
 
+from tunesmith.data import label_studio, spans
 from tunesmith.errors import TunesmithError
 
-SUPPORTED_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet")
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", *spans.CONLL_SUFFIXES)
 
 _SEPARATORS = {".csv": ",", ".tsv": "\t"}
 _SEPARATOR_NAMES = {",": "comma", "\t": "tab"}
@@ -72,7 +73,10 @@ def read_table(path: str | Path, encoding: str | None = None, parsed: Collection
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
     """Write `df` as UTF-8 without the index, format chosen by suffix, replacing `path` atomically."""
     path = Path(path)
-    writer = _WRITERS[_checked_suffix(path)]
+    suffix = _checked_suffix(path)
+    if suffix not in _WRITERS:
+        raise TunesmithError(f"{path}: tunesmith reads {suffix} files but writes tables only; name it .jsonl or .csv")
+    writer = _WRITERS[suffix]
     # Same folder as the target, so os.replace is a rename and a killed process leaves the old file intact.
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -188,6 +192,8 @@ def _parse_text(path: Path, suffix: str, text: str, parsed: Collection[str] | No
         return _parse_delimited(path, text, _SEPARATORS[suffix], parsed)
     if suffix == ".json":
         return _parse_json(path, text, parsed)
+    if suffix in spans.CONLL_SUFFIXES:
+        return _frame(spans.parse_conll(path, text), parsed)
     return _parse_json_lines(path, text, parsed)
 
 
@@ -280,6 +286,8 @@ def _parse_json(path: Path, text: str, parsed: Collection[str] | None) -> pd.Dat
         )
     for number, row in enumerate(rows, start=1):
         _require_object(path, f"item {number} of the array", row)
+    if label_studio.is_export(rows):
+        rows = label_studio.flatten(rows, path)
     return _frame(rows, parsed)
 
 
@@ -456,7 +464,7 @@ def iter_table(
     path = Path(path)
     suffix = _checked_suffix(path)
     _check_is_file(path)
-    if suffix == ".json":
+    if suffix == ".json" or suffix in spans.CONLL_SUFFIXES:  # sentences span lines: read whole
         yield read_table(path, encoding, parsed)
         return
     if suffix == ".parquet":

@@ -51,18 +51,31 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
 
 def load_classifier(path: str, head: dict[str, Any], cfg: ModelConfig, pad_token_id: int | None) -> nn.Module:
     """A sequence-classification model; `head` sets num_labels, problem_type and the label names."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
+
+    return _with_head(AutoModelForSequenceClassification, "a classifier", path, head, cfg, pad_token_id)
+
+
+def load_token_classifier(path: str, head: dict[str, Any], cfg: ModelConfig, pad_token_id: int | None) -> nn.Module:
+    """A token-classification model (--task ner); `head` sets the tags."""
+    from transformers import AutoModelForTokenClassification
+
+    return _with_head(AutoModelForTokenClassification, "a token classifier", path, head, cfg, pad_token_id)
+
+
+def _with_head(
+    auto: Any, what: str, path: str, head: dict[str, Any], cfg: ModelConfig, pad_token_id: int | None
+) -> nn.Module:
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **head)
         _apply_dropout(config, cfg.dropout)
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = pad_token_id
-        return _from_pretrained(
-            AutoModelForSequenceClassification, path, config=config, trust_remote_code=cfg.trust_remote_code
-        )
+        return _from_pretrained(auto, path, config=config, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
-        raise TunesmithError(f"could not load {path} as a classifier: {_first_line(e)}") from None
+        raise TunesmithError(f"could not load {path} as {what}: {_first_line(e)}") from None
 
 
 def _from_pretrained(auto: Any, path: str, **kwargs: Any) -> nn.Module:
@@ -82,6 +95,18 @@ def _apply_dropout(config: Any, dropout: float | None) -> None:
         for attr in _DROPOUT_ATTRS:
             if hasattr(config, attr):
                 setattr(config, attr, dropout)
+
+
+def is_decoder_only(config: Any) -> bool:
+    """A causal LM's architecture (Llama, Qwen2, GPT-2): its sequence classifier pools the last real token,
+    and its base model can be asked in words. BERT and XLM-R have causal-LM heads too, but also masked-LM ones."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def load_lm(path: str, cfg: ModelConfig, task: str, method: str = "full") -> nn.Module:
@@ -280,13 +305,16 @@ def load_trained(
     cfg: ModelConfig,
     method: str,
     loader: Callable[..., nn.Module] = load_classifier,
+    pad_token_id: int | None = None,
 ) -> nn.Module:
     """The fine-tuned model of a run folder: a full model, or the base plus its peft adapter.
 
-    `loader` is the task's (tasks.TaskInfo.loader): a sequence classifier unless the task says otherwise."""
+    `loader` is the task's (tasks.TaskInfo.loader): a sequence classifier unless the task says otherwise.
+    `pad_token_id` is the run's tokenizer's: a decoder's classifier finds each row's last real token by it, and
+    a base model folder may name none."""
     if method not in PEFT_METHODS:
-        return loader(str(model_dir), head, cfg, None)
-    return load_adapter(loader(base_path, head, cfg, None), model_dir)
+        return loader(str(model_dir), head, cfg, pad_token_id)
+    return load_adapter(loader(base_path, head, cfg, pad_token_id), model_dir)
 
 
 def load_adapter(base: nn.Module, adapter_dir: Path) -> nn.Module:

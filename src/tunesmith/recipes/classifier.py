@@ -22,8 +22,17 @@ from tunesmith.data.io import write_table
 from tunesmith.data.prepare import Prepared, prepare_data
 from tunesmith.evaluate.baseline import score_baselines
 from tunesmith.evaluate.checks import run_warnings
+from tunesmith.evaluate.explain import as_html, explain_texts, page
+from tunesmith.evaluate.prompted import Asked
 from tunesmith.evaluate.scores import predict_scores, score_evaluator
-from tunesmith.models.loading import apply_method, load_tokenizer, position_limit, trainable_summary
+from tunesmith.models.loading import (
+    apply_method,
+    is_decoder_only,
+    load_lm,
+    load_tokenizer,
+    position_limit,
+    trainable_summary,
+)
 from tunesmith.models.registry import resolve_model
 from tunesmith.recipes import distill
 from tunesmith.recipes.common import (
@@ -44,15 +53,17 @@ from tunesmith.run_folder import (
     save_model,
     save_splits,
 )
-from tunesmith.run_report import PREDICTIONS
+from tunesmith.run_report import EXPLANATIONS, PREDICTIONS, confident_mistakes, explanation_anchor
 from tunesmith.tasks import build_task, task_info
-from tunesmith.tasks.base import Task, encode_frame, encode_texts, targets_of
+from tunesmith.tasks.base import Task, describe, encode_frame, encode_texts, targets_of
 from tunesmith.train import distributed
 from tunesmith.train.distill import SoftTargets, collate_with_teacher
 from tunesmith.train.loop import OnEvaluate, Trainer
-from tunesmith.utils import atomic_write_jsonl, is_main_process, seed_everything
+from tunesmith.utils import atomic_write_jsonl, atomic_write_text, is_main_process, seed_everything
 
 log = logging.getLogger("tunesmith")
+
+EXPLAINED_MISTAKES = 10  # each costs integrated gradients' steps of forward and backward passes
 
 
 @dataclass
@@ -136,7 +147,8 @@ def _train(
         loop_collate = collate_with_teacher(collate)
         distilled = distill.distill_record(cfg, teacher, model, len(loop_rows) - len(train))
         teacher = None  # its soft labels are in the rows now: its memory (a GPU's, say) goes back before training
-    chosen = choose_auto(cfg, model, len(loop_rows), False, _class_counts(task, splits.train))
+    token_level = getattr(task, "token_level", False)
+    chosen = choose_auto(cfg, model, len(loop_rows), False, _class_counts(task, splits.train), token_level)
     if cfg.train.class_weights == "balanced":
         task.balance(splits.train)
     # only now: bad data or a bad model never cost the old run
@@ -144,7 +156,8 @@ def _train(
     record = auto_record(folder, chosen)  # written now: a run killed before its end resumes with it
     _save_data_record(folder, data.prepared, task, cfg)
 
-    base = _baselines(cfg, folder, model, task, tokenizer, train, test, collate, device)
+    asked = _asked(cfg, model, model_path, splits.test)
+    base = _baselines(cfg, folder, model, task, tokenizer, train, test, collate, device, asked)
     model = apply_method(model, cfg.method, cfg.model.freeze_embeddings, task_info(cfg.task).peft_task_type)
     log.info(trainable_summary(model))
     evaluate = score_evaluator(task, validation, collate, cfg.train.eval_batch_size, device)
@@ -179,7 +192,11 @@ def _train(
             save_model(model, tokenizer, folder.work / "model")
         _save_confusion(metrics, folder)
         save_json(folder.work, "metrics.json", metrics)
-        _save_predictions(folder, data.prepared.splits.records(cfg.data)["test"], task.describe(test_scores))
+        texts = splits.test["text"].astype(str).tolist()
+        described = describe(task, test_scores, texts, tokenizer, d.max_length)
+        predictions = _save_predictions(folder, splits.records(cfg.data)["test"], described)
+        if folder.save != "none":
+            _explain_mistakes(cfg, folder, model, tokenizer, task, predictions, device)
     write_run_report(folder)
     folder.commit()
     return metrics
@@ -249,11 +266,44 @@ def _final_scores(
     return metrics, test_scores
 
 
-def _save_predictions(folder: RunFolder, rows: list[dict[str, Any]], predicted: list[dict[str, Any]]) -> None:
+def _save_predictions(
+    folder: RunFolder, rows: list[dict[str, Any]], predicted: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Each test row (its text, label and place in the file) with the fine-tuned model's prediction: what the
     report's most confident mistakes are read from."""
     out = [{**row, "prediction": p} for row, p in zip(rows, predicted, strict=True)]
     atomic_write_jsonl(folder.work / PREDICTIONS, out)
+    return out
+
+
+def _explain_mistakes(
+    cfg: RunConfig,
+    folder: RunFolder,
+    model: nn.Module,
+    tokenizer: Any,
+    task: Task,
+    predictions: list[dict[str, Any]],
+    device: torch.device,
+) -> None:
+    """explanations.html: why the model made its most confident test mistakes, which the report links to.
+    Like the report, it is never worth the run: an error is a warning."""
+    if task.name != "classification":
+        return
+    wrong = confident_mistakes(predictions, EXPLAINED_MISTAKES)
+    if not wrong:
+        return
+    try:
+        texts = [str(r["text"]) for r in wrong]
+        found = explain_texts(model, tokenizer, task, texts, cfg.data.max_length, device, max_steps=128)
+    except Exception as err:
+        log.warning("explanations.html was not written (%s); `tunesmith explain` explains any text", err)
+        return
+    blocks = [
+        as_html(e, explanation_anchor(r), f" · true label {r['label']} · {r.get('row', '')}")
+        for e, r in zip(found, wrong, strict=True)
+    ]
+    intro = f"The {len(wrong)} most confident mistakes on the test split, and what pushed each."
+    atomic_write_text(folder.work / EXPLANATIONS, page(f"Why {folder.final.name} got these wrong", blocks, intro))
 
 
 def _baselines(
@@ -266,6 +316,7 @@ def _baselines(
     test: list[dict],
     collate: Callable,
     device: torch.device,
+    asked: Asked | None,
 ) -> dict[str, Any]:
     """Base-model scores, computed once per run folder (a resumed run reuses them), by the rank that writes it."""
     if not cfg.eval.baseline or not hasattr(task, "probe") or not is_main_process():
@@ -285,12 +336,24 @@ def _baselines(
         device,
         cfg.eval.baseline_max_rows,
         cfg.train.seed,
+        asked,
     )
     # "base" is the untouched model where it can classify by itself, else the cheapest trained head.
     base_kind = "zero_shot" if "zero_shot" in scores else "linear_probe"
     result = {"base": {"kind": base_kind, **scores[base_kind]}, **scores}
     save_json(folder.work, "baseline.json", result)
     return result
+
+
+def _asked(cfg: RunConfig, model: nn.Module, model_path: str, test: pd.DataFrame) -> Asked | None:
+    """A decoder's zero-shot baseline asks the base model in words, loaded as the causal LM it is."""
+    if cfg.task != "classification" or not is_decoder_only(model.config):
+        return None
+
+    def load() -> tuple[nn.Module, Any]:
+        return load_lm(model_path, cfg.model, "sft"), load_tokenizer(model_path, cfg.model.trust_remote_code)
+
+    return Asked(load, test["text"].astype(str).tolist(), cfg.data.max_length)
 
 
 def _save_confusion(metrics: dict[str, Any], folder: RunFolder) -> None:

@@ -52,7 +52,12 @@ def in_run_folder(
 
 
 def choose_auto(
-    cfg: RunConfig, model: Any, rows: int, generative: bool, class_counts: list[int] | None = None
+    cfg: RunConfig,
+    model: Any,
+    rows: int,
+    generative: bool,
+    class_counts: list[int] | None = None,
+    token_level: bool = False,
 ) -> list[auto.Chosen]:
     """Fill the fields left to `auto` on the recipe's resolved copy, and log each value with its reason."""
     chosen = auto.choose(
@@ -62,6 +67,7 @@ def choose_auto(
         rows=rows,
         generative=generative,
         class_counts=class_counts,
+        token_level=token_level,
     )
     auto.apply(cfg.train, chosen)
     for c in chosen:

@@ -72,6 +72,15 @@ TASKS: dict[str, TaskInfo] = {
         _scored("classification", "tunesmith.tasks.classification:Classification"),
         _scored("regression", "tunesmith.tasks.regression:Regression"),
         _scored("multilabel", "tunesmith.tasks.multilabel:Multilabel"),
+        TaskInfo(
+            "ner",
+            CLASSIFIER,
+            "TOKEN_CLS",
+            128,
+            "tunesmith.tasks.ner:NER",
+            collator="tunesmith.tasks.ner:TokenCollator",
+            loader="tunesmith.models.loading:load_token_classifier",
+        ),
         _generative("sft", "tunesmith.tasks.sft:SFT", "tunesmith.tasks.sft:LMCollator", "CAUSAL_LM"),
         _generative(
             "seq2seq", "tunesmith.tasks.seq2seq:Seq2Seq", "tunesmith.tasks.seq2seq:Seq2SeqCollator", "SEQ_2_SEQ_LM"

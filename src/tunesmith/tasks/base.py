@@ -111,6 +111,14 @@ def stack_rows(rows: list[Any]) -> np.ndarray:
     return out
 
 
+def describe(task: Task, scores: np.ndarray, texts: list[str], tokenizer: Any, max_length: int) -> list[dict]:
+    """What a user reads of each text's scores: a task whose answers point into the text (entities) is given the
+    texts and the tokenizer to find where; any other describes its scores alone."""
+    if hasattr(task, "describe_texts"):
+        return task.describe_texts(scores, texts, tokenizer, max_length)
+    return task.describe(scores)
+
+
 def targets_of(examples: list[dict[str, Any]]) -> np.ndarray:
     return stack_rows([ex["labels"].numpy() for ex in examples])
 

@@ -49,23 +49,42 @@ def logits_at(model: nn.Module, positions: torch.Tensor) -> Iterator[None]:
         handle.remove()
 
 
-def target_loss(
-    model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor, shift: bool
-) -> tuple[torch.Tensor, int]:
-    """Summed loss over the labels that are not IGNORE, and their count.
+def _targets(labels: torch.Tensor, shift: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cells whose logits score a target, and those targets in the same (row-major) order.
 
     `shift`: the logits at position t predict label t + 1 (a causal LM reading its own labels); otherwise
     position t predicts label t (a seq2seq decoder fed the labels shifted right).
     """
-    if shift:
-        positions = torch.zeros_like(labels, dtype=torch.bool)
-        positions[:, :-1] = labels[:, 1:] != IGNORE
-        targets = labels[:, 1:][positions[:, :-1]]
-    else:
+    if not shift:
         positions = labels != IGNORE
-        targets = labels[positions]
+        return positions, labels[positions]
+    positions = torch.zeros_like(labels, dtype=torch.bool)
+    positions[:, :-1] = labels[:, 1:] != IGNORE
+    return positions, labels[:, 1:][positions[:, :-1]]
+
+
+def _target_logits(model: nn.Module, inputs: dict[str, Any], positions: torch.Tensor) -> torch.Tensor:
     with logits_at(model, positions):
         logits = model(**inputs).logits
     if logits.dim() == 3:  # no hook: the full logits came back
         logits = logits[:, -positions.shape[1] :][positions]
-    return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
+    return logits.float()
+
+
+def target_loss(
+    model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor, shift: bool
+) -> tuple[torch.Tensor, int]:
+    """Summed loss over the labels that are not IGNORE, and their count."""
+    positions, targets = _targets(labels, shift)
+    logits = _target_logits(model, inputs, positions)
+    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+
+
+def sequence_log_probs(model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
+    """Each row's summed log-probability of its target tokens (a causal LM reading its own labels): how likely
+    the model finds that answer after that prompt."""
+    positions, targets = _targets(labels, shift=True)
+    logits = _target_logits(model, inputs, positions)
+    token = -F.cross_entropy(logits, targets, reduction="none")
+    rows = positions.nonzero()[:, 0]
+    return torch.zeros(len(labels), dtype=token.dtype, device=token.device).index_add(0, rows, token)
