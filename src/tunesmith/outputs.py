@@ -76,7 +76,7 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
     # `tunesmith tune` (recipes/tune.py): its storage, trial runs, outputs, and the run folders it trains inside
     "study": frozenset(
         {
-            *(f"study.db{suffix}" for suffix in ("", "-journal", "-wal", "-shm")),
+            *(f"study.db{suffix}" for suffix in ("", "-journal", "-wal", "-shm", ".turn.lock")),
             "trials",
             "trials.csv",
             "history.png",

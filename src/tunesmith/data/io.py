@@ -30,7 +30,8 @@ import pandas as pd
 from tunesmith.data import label_studio, spans
 from tunesmith.errors import TunesmithError
 
-SUPPORTED_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", *spans.CONLL_SUFFIXES)
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet")  # read and written
+READ_SUFFIXES = (*SUPPORTED_SUFFIXES, *spans.CONLL_SUFFIXES)  # entity files are read, never written
 
 _SEPARATORS = {".csv": ",", ".tsv": "\t"}
 _SEPARATOR_NAMES = {",": "comma", "\t": "tab"}
@@ -92,9 +93,9 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
 
 def _checked_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
+    if suffix not in READ_SUFFIXES:
         found = suffix or "(no suffix)"
-        raise TunesmithError(f"{path}: unsupported file type {found!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+        raise TunesmithError(f"{path}: unsupported file type {found!r}; use one of {', '.join(READ_SUFFIXES)}")
     return suffix
 
 

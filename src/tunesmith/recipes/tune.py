@@ -802,15 +802,55 @@ def tune(
     return _finish(study, search, settings)
 
 
+class _Turns:
+    """Workers on one SQLite file take turns from counting the study's trials to creating the next one.
+
+    Counting RUNNING trials makes workers on one storage stop at the shared total (Optuna's own count takes
+    finished ones only), but two workers that count in the same instant both start one more: 7 trials of 6 in
+    CI, where equal trials end together. The turn is taken before counting and given back once the next trial
+    exists, in the objective. Workers on other machines (a server database) can still take one over."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        path = _sqlite_path(study)
+        self.lock = FileLock(f"{path}.turn.lock") if path else None
+        self.held = False
+
+    def take(self) -> None:
+        if self.lock is not None and not self.held:
+            self.lock.acquire()
+            self.held = True
+
+    def give(self) -> None:
+        if self.held and self.lock is not None:
+            self.lock.release()
+            self.held = False
+
+
+def _sqlite_path(study: optuna.Study) -> str | None:
+    storage = study._storage  # Optuna keeps the RDB storage behind a cache
+    url = getattr(getattr(storage, "_backend", storage), "url", "")
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+
+
+_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
 def _search(study: optuna.Study, search: _Search, settings: TuneConfig) -> None:
     fail_dead_trials(study)
-    # Counting RUNNING trials too makes workers on one storage stop at the shared total: a worker that finishes
-    # a trial while another's last one runs stops instead of starting one more (Optuna's default counts only
-    # finished ones). Two workers asking in the same instant can still take one trial over the total.
-    budget = optuna.study.MaxTrialsCallback(
-        settings.trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    )
-    counted = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    turns = _Turns(study)
+
+    def budget(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        turns.take()  # held until the next trial exists (or this worker stops)
+        if len(study.get_trials(deepcopy=False, states=_COUNTED)) >= settings.trials:
+            study.stop()
+            turns.give()
+
+    def objective(trial: optuna.Trial) -> float:
+        turns.give()  # the trial is in the storage now: the others may count it
+        return search.objective(trial)
+
+    turns.take()
+    counted = study.get_trials(deepcopy=False, states=_COUNTED)
     searched = ", ".join(p.flag for p in search.space)
     log.info(
         "study %s: %d of %d trials finished or running; searching %s for the best validation %s",
@@ -820,11 +860,12 @@ def _search(study: optuna.Study, search: _Search, settings: TuneConfig) -> None:
         searched,
         search.metric,
     )
-    if len(counted) >= settings.trials:
-        return
     try:
-        study.optimize(search.objective, timeout=settings.timeout, callbacks=[budget, search.write_csv])
+        if len(counted) >= settings.trials:
+            return
+        study.optimize(objective, timeout=settings.timeout, callbacks=[budget, search.write_csv])
     finally:
+        turns.give()
         search.write_csv(study)  # also after Ctrl-C or an error: the trials so far
     if search.gave_up:
         raise TunesmithError(search.gave_up)
