@@ -124,13 +124,10 @@ def _token_probe(
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     """A token-level linear probe: each token's tag from its frozen state, what training only a head buys."""
-    train_x = np.concatenate(
-        [
-            s[ex["labels"].numpy() != IGNORE]
-            for s, ex in zip(token_states(backbone, train, collate, batch_size, device), train, strict=True)
-        ]
-    )
-    train_y = np.concatenate([ex["labels"].numpy()[ex["labels"].numpy() != IGNORE] for ex in train])
+    targets = [ex["labels"].numpy() for ex in train]
+    states = token_states(backbone, train, collate, batch_size, device)
+    train_x = np.concatenate([s[y != IGNORE] for s, y in zip(states, targets, strict=True)])
+    train_y = np.concatenate([y[y != IGNORE] for y in targets])
     if len(train_x) > PROBE_TOKENS:
         keep = rng.choice(len(train_x), size=PROBE_TOKENS, replace=False)
         train_x, train_y = train_x[keep], train_y[keep]

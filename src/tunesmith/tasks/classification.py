@@ -23,6 +23,23 @@ def _sort_key(label: str) -> tuple[int, float | str]:
         return (1, label)
 
 
+def logistic_probe(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int, max_iter: int
+) -> np.ndarray:
+    """Class probabilities of the test rows from a logistic regression on standardised frozen features; a class
+    the training rows lack gets probability 0."""
+    # scikit-learn loads here, not with the module: predicting and serving never fit a probe
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    clf.fit(train_x, train_y)
+    probs = np.zeros((len(test_x), n_classes))
+    probs[:, clf.classes_] = clf.predict_proba(test_x)
+    return probs
+
+
 class Classification:
     name = "classification"
     metric = "macro_f1"
@@ -79,16 +96,7 @@ class Classification:
         return metrics.classification(scores, targets, self.labels)
 
     def probe(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
-        # scikit-learn loads here, not with the module: predicting and serving never fit a probe
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
-        clf.fit(train_x, train_y)
-        probs = np.zeros((len(test_x), len(self.labels)))
-        probs[:, clf.classes_] = clf.predict_proba(test_x)
-        return probs
+        return logistic_probe(train_x, train_y, test_x, len(self.labels), max_iter=3000)
 
     def tune(self, scores: np.ndarray, targets: np.ndarray) -> None:
         """Nothing to tune: the arg-max is the decision."""

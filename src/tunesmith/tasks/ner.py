@@ -21,6 +21,7 @@ from tunesmith.data.spans import Span, from_json
 from tunesmith.errors import TunesmithError
 from tunesmith.rows import row_name
 from tunesmith.tasks.base import Batch, forward_logits, pad
+from tunesmith.tasks.classification import logistic_probe
 from tunesmith.tasks.token_loss import IGNORE
 
 
@@ -149,15 +150,7 @@ class NER:
 
     def probe(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
         """Tag probabilities of each test token from a logistic regression on frozen token states."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        clf.fit(train_x, train_y)
-        probs = np.zeros((len(test_x), len(self.tags)))
-        probs[:, clf.classes_] = clf.predict_proba(test_x)
-        return probs
+        return logistic_probe(train_x, train_y, test_x, len(self.tags), max_iter=1000)
 
     def tune(self, scores: np.ndarray, targets: np.ndarray) -> None:
         """Nothing to tune: the arg-max tag is the decision."""
