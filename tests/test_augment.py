@@ -122,7 +122,7 @@ def test_a_one_word_text_cannot_be_swapped_or_deleted() -> None:
 
 
 def test_chinese_insert_adds_one_word_of_the_same_text() -> None:
-    zh_words = set(augment._jieba().lcut(ZH))  # the module's jieba, with its logging silenced
+    zh_words = set(augment.load_jieba().lcut(ZH))  # the module's jieba, with its logging silenced
     for out in variants(ZH, only("insert", 0.05)):
         added = len(out) - len(ZH)
         spots = [i for i in range(len(out)) if out[:i] + out[i + added :] == ZH]

@@ -97,8 +97,9 @@ class DataFacts:
 
 def read_facts(cfg: RunConfig) -> DataFacts:
     from tunesmith.data.report import scripts_of
-    from tunesmith.tasks import is_generative
+    from tunesmith.tasks import is_generative, require_rows_or_conversations
 
+    require_rows_or_conversations(cfg.task, "advise")
     d = cfg.data
     if not d.train:
         raise TunesmithError("advise needs your data: pass --train FILE (and its columns)")

@@ -43,6 +43,9 @@ EPILOG = """examples:
   tunesmith train --task sft --model smollm2-135m-instruct --train chats.jsonl --method lora --output runs/chat
   tunesmith generate runs/chat --prompt "How do I reset my password?"
   tunesmith chat runs/chat
+  tunesmith train --task dpo --model smollm2-135m-instruct --train pairs.jsonl --method lora --output runs/dpo
+  tunesmith train --task mlm --model multilingual-e5-small --train reviews.txt --output runs/dapt
+  tunesmith train --model runs/dapt/model --train labelled.csv --output runs/after-dapt
   tunesmith export runs/chat --output merged/
   tunesmith export runs/x --format onnx-int8 --output shipped/   (checked against PyTorch on the run's test rows)
   tunesmith export runs/chat --format gguf --output chat-gguf/   (then: cd chat-gguf && ollama create chat -f Modelfile)

@@ -23,7 +23,8 @@ from tunesmith.evaluate.config import EvalConfig
 from tunesmith.evaluate.metrics import SELECTABLE
 from tunesmith.fields import check_range, option
 from tunesmith.models.config import MethodConfig, ModelConfig
-from tunesmith.tasks import TASK_NAMES, TASKS, is_generative
+from tunesmith.tasks import TASK_NAMES, TASKS
+from tunesmith.tasks.preference import PreferenceConfig
 from tunesmith.train.config import TrainConfig
 from tunesmith.train.distill import DistillConfig
 
@@ -38,6 +39,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
 
     def validate(self) -> RunConfig:
         """Every section checks itself, then what spans sections; nothing is read or changed."""
@@ -49,14 +51,21 @@ class RunConfig:
         self.train.validate()
         self.eval.validate()
         self.distill.validate()
+        self.preference.validate()
+        if self.preference.beta is not None and self.task not in ("dpo", "orpo"):
+            raise TunesmithError(f"--beta applies to --task dpo or orpo, not --task {self.task}")
         t = self.train
         if t.class_weights == "balanced" and self.task != "classification":
             raise TunesmithError(f"--class-weights applies to classification, not --task {self.task}")
         known = SELECTABLE.get(self.task)  # a task registered from outside is checked at its first evaluation
         if t.metric is not None and known is not None and t.metric not in known:
             raise TunesmithError(f"--metric {t.metric!r} is not a {self.task} metric; choose one of {', '.join(known)}")
-        if self.method.method == "qlora" and not is_generative(self.task):
-            raise TunesmithError("--method qlora applies to --task sft or seq2seq; use --method lora for a classifier")
+        if self.method.method == "qlora" and not TASKS[self.task].peft_task_type.endswith("_LM"):
+            raise TunesmithError(
+                "--method qlora applies to a model that generates (sft, seq2seq, clm, dpo, orpo); use --method lora"
+            )
+        if self.task == "mlm" and self.method.method != "full":
+            raise TunesmithError("--task mlm trains the whole encoder (peft has no masked-LM adapter): --method full")
         if self.distill.teacher and self.task != "classification":
             raise TunesmithError(f"distillation learns a classifier's soft labels; --task {self.task} has none")
         if self.distill.from_teacher and self.method.method != "full":
@@ -67,7 +76,7 @@ class RunConfig:
     def validate_data(self) -> RunConfig:
         """The checks `data inspect` and `data prepare` need too (they have no run folder or training)."""
         _check_choices(self)
-        self.data.validate(self.task, is_generative(self.task))
+        self.data.validate(self.task, not TASKS[self.task].labelled)
         check_range("seed", self.train.seed, at_least=0, below=2**32)
         return self
 
@@ -240,7 +249,7 @@ class CommandFlags:
         return out
 
 
-TRAIN = CommandFlags(("task", "output", "data", "model", "method", "train", "eval"))
+TRAIN = CommandFlags(("task", "output", "data", "model", "method", "train", "eval", "preference"))
 DATA_INSPECT = CommandFlags(("task", "data", "model.name", "model.trust_remote_code"))
 DATA_PREPARE = CommandFlags(
     ("task", "output", "data", "model.name", "model.trust_remote_code", "train.seed"),
@@ -292,12 +301,13 @@ _GROUP_TITLES = {
     "data.clean": "data cleaning",
     "data.dedup": "duplicates, near duplicates and label conflicts",
     "data.augment": "augmentation of the training split",
-    "data.chat": "conversations (--task sft or seq2seq)",
+    "data.chat": "conversations (--task sft, seq2seq, dpo or orpo)",
     "model": "model",
     "method": "method: what trains",
     "train": "training loop",
     "eval": "evaluation",
     "distill": "distillation: the teacher and the student",
+    "preference": "preference tuning (--task dpo or orpo)",
 }
 
 

@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,18 +27,30 @@ from tunesmith.data import label_studio
 from tunesmith.data.chat import ChatConfig, Conversation, load_conversations
 from tunesmith.data.dataset import load_file, records_frame, select_rows
 from tunesmith.data.io import read_table, write_table
+from tunesmith.data.preferences import load_pairs
+from tunesmith.data.raw_text import read_texts
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.config import MAX_NEW_TOKENS
 from tunesmith.evaluate.explain import STEPS, Explanation, explain_texts
+from tunesmith.evaluate.generate import answer_loss
 from tunesmith.evaluate.generative import LanguageModel, score
 from tunesmith.evaluate.scores import predict_scores
-from tunesmith.models.loading import PEFT_METHODS, load_adapter, load_lm, load_tokenizer, load_trained
+from tunesmith.models.loading import (
+    PEFT_METHODS,
+    load_adapter,
+    load_for_pretraining,
+    load_lm,
+    load_tokenizer,
+    load_trained,
+)
 from tunesmith.models.onnx_runtime import OnnxClassifier, is_onnx_model
 from tunesmith.models.registry import resolve_model
 from tunesmith.outputs import check_output_file, write_json_file
 from tunesmith.run_folder import model_folder, require_finished, run_config, split_path
-from tunesmith.tasks import task_from_state, task_info
+from tunesmith.tasks import PREFERENCE, PRETRAIN, task_from_state, task_info
 from tunesmith.tasks.base import Task, describe, encode_frame, encode_texts, make_examples, targets_of
+from tunesmith.tasks.preference import BASE_KEYS, PairCollator, encode_pairs, pair_scores, reference_log_probs
+from tunesmith.tasks.pretrain import collator_for, encode_texts_for
 from tunesmith.utils import pick_device, seed_everything
 
 GGUF_FILE = "model.gguf"  # where a GGUF export (`tunesmith export --format gguf`) keeps its model
@@ -125,6 +139,11 @@ def load_generative_run(run_dir: str | Path, device: str = "auto", trust_remote_
 
 
 def _open_classifier(run_dir: Path, cfg: RunConfig, device: str) -> ClassifierRun:
+    if task_info(cfg.task).recipe == PRETRAIN:
+        raise TunesmithError(
+            f"{run_dir} adapted {cfg.model.name} to a domain (--task {cfg.task}): fine-tune it with "
+            f"`tunesmith train --model {run_dir}/model ...`, or score it with `tunesmith evaluate {run_dir}`"
+        )
     require_finished(run_dir, "label_map.json")
     task = task_from_state(json.loads((run_dir / "label_map.json").read_text(encoding="utf-8")))
     model_dir = model_folder(run_dir)
@@ -281,6 +300,22 @@ def evaluate_frame(run: ClassifierRun, frame: pd.DataFrame, source: str) -> dict
     return run.task.metrics(run.predict_examples(examples), targets_of(examples))
 
 
+def evaluate_pretrained(run_dir: Path, cfg: RunConfig, path: str, recorded: bool, device: str) -> dict[str, Any]:
+    """Perplexity of a mlm/clm run on a text file, the model it started from beside it (same masks, same tokens)."""
+    data = dataclasses.replace(cfg.data, text_columns=["text"], encoding="utf-8") if recorded else cfg.data
+    texts = read_texts(path, data)
+    model_dir = model_folder(run_dir)
+    tokenizer = load_tokenizer(str(model_dir), cfg.model.trust_remote_code)
+    examples = encode_texts_for(cfg.task, tokenizer, texts, cfg.data.max_length, scored=True)
+    collate, task, dev = collator_for(cfg.task, tokenizer), task_info(cfg.task).build(), pick_device(device)
+    scores = {}
+    for name, source in (("base", resolve_model(cfg.model.name)), ("finetuned", str(model_dir))):
+        seed_everything(cfg.train.seed)  # a head the checkpoint lacks starts from the draw training made
+        model = load_for_pretraining(source, cfg.model, cfg.task).to(dev)
+        scores[name] = answer_loss(model, task.loss, examples, collate, cfg.train.eval_batch_size, dev)
+    return {"task": cfg.task, **scores}
+
+
 def recorded_split(run_dir: str | Path, split: str) -> pd.DataFrame:
     """A classifier run's own split, exactly the rows it was scored on (`splits/` in the run folder)."""
     path = split_path(run_dir, split)
@@ -376,6 +411,33 @@ def evaluate_generative(
     return {"base": base["scores"], "finetuned": tuned["scores"]}
 
 
+def evaluate_preference(run: GenerativeRun, path: str, recorded: bool = False) -> dict[str, Any]:
+    """Pair accuracy of the tuned model and of its base on a file of preference pairs; the task's loss, and for DPO
+    the rewards against the base, of the tuned one. A recorded split already holds its system prompt."""
+    cfg, lm = run.cfg, run.lm
+    data = dataclasses.replace(cfg.data, encoding="utf-8", chat=ChatConfig()) if recorded else cfg.data
+    examples = encode_pairs(lm.tokenizer, load_pairs(path, data), cfg.data.max_length)
+    task = task_info(cfg.task).build(beta=cfg.preference.beta)
+    collate, bs = PairCollator(lm.tokenizer.pad_token_id), cfg.train.eval_batch_size
+    with _base_of(run) as base:
+        if cfg.task == "dpo":
+            examples = reference_log_probs(base, examples, collate, bs, lm.device)
+        base_scores = pair_scores(base, task, examples, collate, bs, lm.device)
+    tuned = pair_scores(lm.model, task, examples, collate, bs, lm.device)
+    return {"task": cfg.task, "base": {k: v for k, v in base_scores.items() if k in BASE_KEYS}, "finetuned": tuned}
+
+
+@contextlib.contextmanager
+def _base_of(run: GenerativeRun) -> Iterator[nn.Module]:
+    """The model a generative run started from: its adapter switched off, or the original loaded again."""
+    if run.is_peft and hasattr(run.lm.model, "disable_adapter"):
+        with run.lm.model.disable_adapter():
+            yield run.lm.model
+        return
+    cfg = run.cfg
+    yield load_lm(resolve_model(cfg.model.name), cfg.model, cfg.task).to(run.lm.device).eval()
+
+
 def evaluate_run(
     run_dir: str | Path,
     test_path: str | None,
@@ -391,8 +453,16 @@ def evaluate_run(
         write_json_file(Path(output), None, [run_dir, test_path], overwrite)
     recorded = test_path is None
     path = str(split_path(run_dir, "test")) if recorded else str(test_path)
+    cfg = _loaded_config(Path(run_dir), trust_remote_code)
+    if task_info(cfg.task).recipe == PRETRAIN:
+        metrics = evaluate_pretrained(Path(run_dir), cfg, path, recorded, device)
+        if output:
+            write_json_file(Path(output), metrics, [run_dir, test_path], overwrite)
+        return metrics
     run = open_run(run_dir, device, trust_remote_code)
-    if isinstance(run, GenerativeRun):
+    if isinstance(run, GenerativeRun) and task_info(cfg.task).recipe == PREFERENCE:
+        metrics = evaluate_preference(run, path, recorded)
+    elif isinstance(run, GenerativeRun):
         metrics = evaluate_generative(run, path, recorded=recorded)
     elif recorded:
         metrics = evaluate_frame(run, recorded_split(run_dir, "test"), f"{run_dir}'s test split")

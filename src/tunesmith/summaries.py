@@ -19,11 +19,13 @@ _SCORE_KEYS = (
     "token_accuracy",
 )
 _GENERATION_KEYS = ("perplexity", "bleu", "chrf", "rougeL", "exact_match")
+_PREFERENCE_KEYS = ("pair_accuracy", "reward_accuracy", "reward_margin", "nll")
 
 
 def summary(metrics: dict[str, Any]) -> str:
     """The table of any run's metrics.json: a classifier's or a generative run's."""
-    return generative_summary(metrics) if "perplexity" in metrics["finetuned"]["test"] else score_summary(metrics)
+    test = metrics["finetuned"]["test"]
+    return generative_summary(metrics) if "perplexity" in test or "pairs" in test else score_summary(metrics)
 
 
 def score_summary(metrics: dict[str, Any]) -> str:
@@ -59,24 +61,32 @@ def _size(parameters: int) -> str:
 
 
 def generative_summary(metrics: dict[str, Any]) -> str:
-    """Answer perplexity on every test row, text metrics on the generated ones; the base model beside."""
+    """Perplexity on every test row, text metrics on the generated answers (when there are any), preference
+    scores on answer pairs (dpo, orpo); the base model beside."""
     rows = [("base model", metrics.get("base") or {}), ("fine-tuned", metrics["finetuned"]["test"])]
-    lines = ["", f"{'test split':<12}  " + "  ".join(f"{k:>11}" for k in _GENERATION_KEYS)]
-    for name, m in rows:
-        if m:
-            values = {"perplexity": m["perplexity"], **m["generation"]}
-            lines.append(f"{name:<12}  " + "  ".join(f"{values[k]:>11.4f}" for k in _GENERATION_KEYS))
+    values = [
+        (name, {**{k: v for k, v in m.items() if k != "generation"}, **m.get("generation", {})}) for name, m in rows
+    ]
+    keys = [k for k in (*_GENERATION_KEYS, *_PREFERENCE_KEYS) if any(k in v for _, v in values)]
+    lines = ["", f"{'test split':<12}  " + "  ".join(f"{k:>15}" for k in keys)]
+    for name, v in values:
+        if v:
+            lines.append(f"{name:<12}  " + "  ".join(f"{v[k]:>15.4f}" if k in v else f"{'-':>15}" for k in keys))
     test = metrics["finetuned"]["test"]
-    lines.append(
-        f"(perplexity over {test['tokens']} answer tokens; text metrics over {test['generation']['n']} answers)"
-    )
+    if "pairs" in test:
+        lines.append(f"(over {test['pairs']} held-out answer pairs; rewards are against the base model)")
+    else:
+        tokens = "masked" if metrics.get("task") == "mlm" else "answer"
+        counted = f"perplexity over {test['tokens']} {tokens} tokens"
+        generated = f"; text metrics over {test['generation']['n']} answers" if "generation" in test else ""
+        lines.append(f"({counted}{generated})")
     return "\n".join(lines)
 
 
 def evaluation_summary(metrics: dict[str, Any]) -> str:
     """What `tunesmith evaluate` prints: a generative run's table, or a classifier's headline numbers."""
     if "finetuned" in metrics:
-        return generative_summary({"base": metrics["base"], "finetuned": {"test": metrics["finetuned"]}})
+        return generative_summary({**metrics, "finetuned": {"test": metrics["finetuned"]}})
     return json.dumps({k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, indent=2)
 
 

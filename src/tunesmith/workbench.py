@@ -14,7 +14,7 @@ from typing import Any
 from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.outputs import check_output_file, staged_output
-from tunesmith.tasks import task_info
+from tunesmith.tasks import require_rows_or_conversations, task_info
 
 
 @dataclass
@@ -32,6 +32,7 @@ def _tokenizer_for(cfg: RunConfig) -> Any:
 
 def inspect(cfg: RunConfig) -> Inspection:
     """A data-quality report of the files in `cfg.data`, as a mapping and as text."""
+    require_rows_or_conversations(cfg.task, "data inspect")
     cfg = cfg.resolved(data_only=True)
     if task_info(cfg.task).generative:
         from tunesmith.data.chat_report import inspect_conversations, render_chat_text
@@ -66,6 +67,7 @@ def write_inspection(inspection: Inspection, path: Path) -> None:
 
 def prepare(cfg: RunConfig, overwrite: bool = False) -> str:
     """Clean, deduplicate and split `cfg.data` into `cfg.output`; returns what was written, as text."""
+    require_rows_or_conversations(cfg.task, "data prepare")
     cfg = cfg.resolved(data_only=True)
     if not cfg.output:
         raise TunesmithError("no output folder: pass --output DIR")

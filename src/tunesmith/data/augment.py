@@ -227,7 +227,9 @@ def _tokens(text: str, language: str) -> list[str]:
     if language == "en":
         return _EN_TOKEN.findall(text)
     # jieba gives each space its own token; keep a run whole so it stays one separator.
-    return [tok for run in re.split(r"(\s+)", text) if run for tok in ([run] if run.isspace() else _jieba().lcut(run))]
+    return [
+        tok for run in re.split(r"(\s+)", text) if run for tok in ([run] if run.isspace() else load_jieba().lcut(run))
+    ]
 
 
 def _word_slots(tokens: list[str]) -> list[int]:
@@ -335,11 +337,11 @@ _OPS: dict[str, Callable[[str, str, float, random.Random], str]] = {
 
 
 @functools.cache
-def _jieba() -> Any:
+def load_jieba() -> Any:
     try:
         import jieba
     except ImportError:
-        raise TunesmithError("Chinese augmentation needs jieba: pip install jieba") from None
+        raise TunesmithError("Chinese word segmentation needs jieba: pip install jieba") from None
     jieba.setLogLevel(logging.WARNING)  # it announces every dictionary load on stderr otherwise
     jieba.initialize()
     return jieba

@@ -14,7 +14,7 @@ import pandas as pd
 
 from tunesmith.data.chat import Conversation, load_conversations
 from tunesmith.data.config import DataConfig
-from tunesmith.data.split import holdout
+from tunesmith.data.split import hold_out_missing
 from tunesmith.errors import TunesmithError
 from tunesmith.rows import row_name
 
@@ -63,14 +63,7 @@ def load_splits(d: DataConfig, seed: int) -> tuple[ConversationSplits, dict[str,
                 ]
             frame = frame[~repeated]
         frames[name] = frame
-    train = frames["train"]
-    for name, share, split_seed in (
-        ("test", d.test_size, seed),
-        ("validation", d.validation_size, seed + 1),
-    ):
-        if name not in frames:
-            groups = train["key"] if d.group_split else None
-            train, frames[name] = holdout(train, share, split_seed, name, stratify=False, groups=groups)
+    train = hold_out_missing(frames, d.test_size, d.validation_size, seed, "key" if d.group_split else None)
     _check_leaks(train, frames, d)
     if d.max_train_rows and len(train) > d.max_train_rows:
         train = train.sample(n=d.max_train_rows, random_state=seed)

@@ -71,6 +71,13 @@ def read_table(path: str | Path, encoding: str | None = None, parsed: Collection
     return _blanks_to_nan(table, parsed)
 
 
+def read_text(path: str | Path, encoding: str | None = None) -> str:
+    """A whole text file, decoded as tables are (UTF-8 unless `encoding` is given, a BOM is fine)."""
+    path = Path(path)
+    _check_is_file(path)
+    return _decode(path, _read_bytes(path), encoding)
+
+
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
     """Write `df` as UTF-8 without the index, format chosen by suffix, replacing `path` atomically."""
     path = Path(path)

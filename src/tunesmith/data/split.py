@@ -23,6 +23,19 @@ _MAX_FOLDS = 20  # a held-out share under 5%
 _MAX_GROUPS = 5_000
 
 
+def hold_out_missing(
+    frames: dict[str, pd.DataFrame], test_size: float, validation_size: float, seed: int, group: str | None = None
+) -> pd.DataFrame:
+    """Split a test and then a validation set off `frames["train"]` for each one no file gave (into `frames`);
+    returns what is left to train on. With `group`, rows sharing that column's value stay on one side."""
+    train = frames["train"]
+    for name, share, split_seed in (("test", test_size, seed), ("validation", validation_size, seed + 1)):
+        if name not in frames:
+            groups = train[group] if group else None
+            train, frames[name] = holdout(train, share, split_seed, name, stratify=False, groups=groups)
+    return train
+
+
 def holdout(
     df: pd.DataFrame, share: float, seed: int, name: str, stratify: bool, groups: pd.Series | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

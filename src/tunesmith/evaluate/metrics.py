@@ -31,8 +31,12 @@ SELECTABLE = {
     ),
     "sft": ("loss", "perplexity"),
     "seq2seq": ("loss", "perplexity"),
+    "mlm": ("loss", "perplexity"),
+    "clm": ("loss", "perplexity"),
+    "dpo": ("loss", "pair_accuracy", "reward_accuracy", "reward_margin"),
+    "orpo": ("loss", "pair_accuracy", "nll"),
 }
-LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "hamming_loss", "loss", "perplexity"})
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "hamming_loss", "loss", "perplexity", "nll"})
 
 
 def classification(probs: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict:

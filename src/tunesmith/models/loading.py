@@ -110,7 +110,7 @@ def is_decoder_only(config: Any) -> bool:
 
 
 def load_lm(path: str, cfg: ModelConfig, task: str, method: str = "full") -> nn.Module:
-    """A causal LM for --task sft, or an encoder-decoder for --task seq2seq.
+    """A causal LM for --task sft (and clm, dpo, orpo), or an encoder-decoder for --task seq2seq.
 
     For seq2seq, an encoder-only model (BERT, XLM-R) is warm-started into an encoder-decoder, its own
     weights on both sides with new cross-attention: that is how a seq2seq model is built without any
@@ -125,12 +125,14 @@ def load_lm(path: str, cfg: ModelConfig, task: str, method: str = "full") -> nn.
     architectures = " ".join(config.architectures or [type(config).__name__])
     encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
     causal = any(k in architectures for k in ("CausalLM", "LMHeadModel"))
-    if task == "sft" and not causal:
+    seq2seq = task == "seq2seq"
+    if not seq2seq and not causal:
         raise TunesmithError(
-            f"{path} is not a causal LM ({architectures}), so --task sft cannot train it to generate; "
+            f"{path} is not a causal LM ({architectures}), so --task {task} cannot train it to generate; "
             "pick one such as smollm2-135m-instruct (`tunesmith models` lists them)"
+            + ("; an encoder adapts to a domain with --task mlm" if task == "clm" else "")
         )
-    if task == "seq2seq" and not encoder_decoder and causal:
+    if seq2seq and not encoder_decoder and causal:
         raise TunesmithError(
             f"{path} is a causal LM ({architectures}); train it with --task sft (a prompt/completion file works), "
             "or give --task seq2seq an encoder-decoder or an encoder to warm-start one"
@@ -140,7 +142,7 @@ def load_lm(path: str, cfg: ModelConfig, task: str, method: str = "full") -> nn.
     if method == "qlora":
         kwargs["quantization_config"] = _four_bit()
     try:
-        if task == "sft":
+        if not seq2seq:
             return _from_pretrained(AutoModelForCausalLM, path, config=config, **kwargs)
         if encoder_decoder:
             return _from_pretrained(AutoModelForSeq2SeqLM, path, config=config, **kwargs)
@@ -152,6 +154,33 @@ def load_lm(path: str, cfg: ModelConfig, task: str, method: str = "full") -> nn.
         return _warm_start(path, cfg)
     except (OSError, ValueError, KeyError) as e:
         raise TunesmithError(f"could not load {path} for --task {task}: {_first_line(e)}") from None
+
+
+def load_masked_lm(path: str, cfg: ModelConfig) -> nn.Module:
+    """An encoder with its masked-LM head, for --task mlm. A checkpoint saved without that head (an embedding
+    model such as e5) gets a new one; its output layer is still the word embeddings, so most of it is known."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise TunesmithError(f"could not load {path}: {_first_line(e)}") from None
+    if is_decoder_only(config):
+        raise TunesmithError(f"{path} is a causal LM: adapt it to a domain with --task clm, not --task mlm")
+    _apply_dropout(config, cfg.dropout)
+    try:
+        model = _from_pretrained(AutoModelForMaskedLM, path, config=config, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise TunesmithError(f"could not load {path} for --task mlm: {_first_line(e)}") from None
+    new = new_weights(model)
+    if new:
+        log.warning("%s has no masked-LM head: %s start from random values", path, ", ".join(sorted(new)))
+    return model
+
+
+def load_for_pretraining(path: str, cfg: ModelConfig, task: str, method: str = "full") -> nn.Module:
+    """The model --task mlm or clm adapts: an encoder with its masked-LM head, or a causal LM."""
+    return load_masked_lm(path, cfg) if task == "mlm" else load_lm(path, cfg, task, method)
 
 
 def position_limit(model: nn.Module) -> int | None:

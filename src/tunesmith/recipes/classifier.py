@@ -30,7 +30,6 @@ from tunesmith.models.loading import (
     is_decoder_only,
     load_lm,
     load_tokenizer,
-    position_limit,
     trainable_summary,
 )
 from tunesmith.models.registry import resolve_model
@@ -40,6 +39,7 @@ from tunesmith.recipes.common import (
     auto_record,
     choose_auto,
     data_source,
+    fit_max_length,
     in_run_folder,
     prepared_for,
     write_run_report,
@@ -132,7 +132,7 @@ def _train(
     model = teacher.model if teacher and from_teacher else None
     if model is None:
         model = info.load()(model_path, task.model_kwargs(), cfg.model, tokenizer.pad_token_id)
-    _cap_max_length(cfg, model)
+    fit_max_length(cfg, model)
     collate = info.collate(tokenizer.pad_token_id)
     train, validation, test = data.examples(task, tokenizer, model_path, d.max_length)
     loop_task, loop_rows, loop_collate = task, train, collate
@@ -215,14 +215,6 @@ def _class_counts(task: Task, train: pd.DataFrame) -> list[int] | None:
     if task.name != "classification":
         return None
     return task.targets(train).bincount(minlength=len(task.labels)).tolist()
-
-
-def _cap_max_length(cfg: RunConfig, model: nn.Module) -> None:
-    """Positions past the model's embeddings crash the forward pass; the resolved copy is capped instead."""
-    limit = position_limit(model)
-    if limit and cfg.data.max_length > limit:
-        log.warning("%s covers %d positions: --max-length lowered from %d", cfg.model.name, limit, cfg.data.max_length)
-        cfg.data.max_length = limit
 
 
 def _save_data_record(folder: RunFolder, prepared: Prepared, task: Task, cfg: RunConfig) -> None:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.models.loading import position_limit
 from tunesmith.run_folder import RunFolder, cached, plan_run_folder, run_inputs, save_json
 from tunesmith.run_report import write_report
 from tunesmith.train import auto, distributed
@@ -49,6 +50,15 @@ def in_run_folder(
         return train(folder)
     finally:
         folder.release()
+
+
+def fit_max_length(cfg: RunConfig, model: Any) -> None:
+    """Lower --max-length on the recipe's resolved copy to the positions the model covers (the caller's config
+    is untouched), out loud."""
+    d, limit = cfg.data, position_limit(model)
+    if limit and d.max_length > limit:
+        log.warning("%s covers %d positions: --max-length lowered from %d", cfg.model.name, limit, d.max_length)
+        d.max_length = limit
 
 
 def choose_auto(

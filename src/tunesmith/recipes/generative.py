@@ -19,13 +19,14 @@ from tunesmith.data.chat import Conversation
 from tunesmith.data.conversations import ConversationSplits, load_splits, prompt_key
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.generative import LanguageModel, score
-from tunesmith.models.loading import apply_method, load_lm, load_tokenizer, position_limit, trainable_summary
+from tunesmith.models.loading import apply_method, load_lm, load_tokenizer, trainable_summary
 from tunesmith.models.registry import resolve_model
 from tunesmith.recipes.common import (
     auto_notes,
     auto_record,
     choose_auto,
     data_source,
+    fit_max_length,
     in_run_folder,
     prepared_for,
     write_run_report,
@@ -103,10 +104,7 @@ def _train(
     if cfg.task == "sft":
         set_chat_template(tokenizer, d.chat.chat_template, cfg.model.name)
     base = load_lm(model_path, cfg.model, cfg.task, cfg.method.method).to(device)
-    limit = position_limit(base)
-    if limit and d.max_length > limit:
-        log.warning("%s covers %d positions: --max-length lowered from %d", cfg.model.name, limit, d.max_length)
-        d.max_length = limit  # the resolved copy: the caller's config is untouched
+    fit_max_length(cfg, base)
     lm = LanguageModel(base, tokenizer, cfg.task, d.max_length, device)
     train = _encode_train(lm, splits.train, cfg)
     validation = lm.encode(splits.validation, source="validation")

@@ -15,9 +15,12 @@ from typing import Any
 
 from tunesmith.errors import TunesmithError
 
-# The recipe (tunesmith.recipes.<name>) that trains a task: a prediction scored per text or token, or text out.
+# The recipe (tunesmith.recipes.<name>) that trains a task: a prediction scored per text or token, text out,
+# raw text to adapt a model to a domain, or answer pairs ranked by preference.
 CLASSIFIER = "classifier"
 GENERATIVE = "generative"
+PRETRAIN = "pretrain"
+PREFERENCE = "preference"
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,13 @@ class TaskInfo:
 
     @property
     def generative(self) -> bool:
-        return self.recipe == GENERATIVE
+        """Its run is a model that answers prompts: generate, chat, serve and evaluate treat it as sft's."""
+        return self.recipe in (GENERATIVE, PREFERENCE)
+
+    @property
+    def labelled(self) -> bool:
+        """Its rows are texts with a label column (not conversations, raw text or answer pairs)."""
+        return self.recipe == CLASSIFIER
 
     def build(self, **state: Any) -> Any:
         return _resolve(self.task)(**state)
@@ -85,6 +94,36 @@ TASKS: dict[str, TaskInfo] = {
         _generative(
             "seq2seq", "tunesmith.tasks.seq2seq:Seq2Seq", "tunesmith.tasks.seq2seq:Seq2SeqCollator", "SEQ_2_SEQ_LM"
         ),
+        *(
+            TaskInfo(
+                name,
+                PREFERENCE,
+                "CAUSAL_LM",
+                1024,
+                f"tunesmith.tasks.preference:{name.upper()}",
+                collator="tunesmith.tasks.preference:PairCollator",
+                loader="tunesmith.models.loading:load_lm",
+            )
+            for name in ("dpo", "orpo")
+        ),
+        TaskInfo(
+            "mlm",
+            PRETRAIN,
+            "",  # peft has no masked-LM model: the encoder trains in full
+            128,
+            "tunesmith.tasks.pretrain:MaskedLM",
+            collator="tunesmith.tasks.pretrain:MLMCollator",
+            loader="tunesmith.models.loading:load_masked_lm",
+        ),
+        TaskInfo(
+            "clm",
+            PRETRAIN,
+            "CAUSAL_LM",
+            512,
+            "tunesmith.tasks.pretrain:CausalLM",
+            collator="tunesmith.tasks.sft:LMCollator",
+            loader="tunesmith.models.loading:load_lm",
+        ),
     )
 }
 
@@ -122,6 +161,20 @@ def task_from_state(state: dict[str, Any]) -> Any:
     return task_info(state["task"]).build(**{k: v for k, v in state.items() if k != "task"})
 
 
+def require_rows_or_conversations(name: str, command: str) -> None:
+    """The data commands and advise read labelled rows and conversations; pairs and raw text are read by `train`."""
+    info = task_info(name)
+    if info.recipe in (PRETRAIN, PREFERENCE):
+        model = (
+            "an encoder such as multilingual-e5-small" if name == "mlm" else "a causal LM such as smollm2-135m-instruct"
+        )
+        raise TunesmithError(
+            f"`tunesmith {command}` reads labelled rows and conversations, not --task {name}'s "
+            f"{'raw text' if info.recipe == PRETRAIN else 'answer pairs'}: name the model yourself ({model}) and run "
+            f"`tunesmith train --task {name}`; `auto` chooses the rest"
+        )
+
+
 def is_generative(name: str) -> bool:
     return name in TASKS and TASKS[name].generative
 
@@ -129,6 +182,8 @@ def is_generative(name: str) -> bool:
 __all__ = [
     "CLASSIFIER",
     "GENERATIVE",
+    "PREFERENCE",
+    "PRETRAIN",
     "TASKS",
     "TASK_NAMES",
     "TaskInfo",

@@ -18,7 +18,8 @@ class Task(Protocol):
 
     Optional: `encode(tokenizer, frame, max_length) -> examples` for labels that follow the tokens (a tagger);
     without it, a row's label is `targets(frame)`'s row. `probe` is what the linear-probe baseline fits;
-    a task without one gets no baseline. Scores and targets may be one fixed-size row per text or, for
+    a task without one gets no baseline. `pop_stats() -> dict` returns (and forgets) numbers the loss saw beyond
+    itself, which the loop logs with each step. Scores and targets may be one fixed-size row per text or, for
     token-level tasks, one row per real token (see `rows_of`).
     """
 

@@ -63,7 +63,7 @@ def learning_rate(method: str, body: int) -> tuple[float, str]:
 
 def batch_size(rows: int, generative: bool, grad_accum: int) -> tuple[int, str]:
     if generative:
-        size, why = 8, "generative rows are long; 8 conversations per step"
+        size, why = 8, "language-model rows are long (a conversation, a text, a pair of answers): 8 per step"
     elif rows < 10_000:
         size, why = 16, f"{rows} training rows: smaller batches give more steps on a small set"
     else:

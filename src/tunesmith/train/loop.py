@@ -231,6 +231,7 @@ class Trainer:
                         "examples_per_s": round(speed, 2),
                         "seconds": round(seconds, 4),
                         **peak_memory(self.device),
+                        **self._task_stats(),
                     }
                 )
                 bar.update(1)
@@ -260,6 +261,12 @@ class Trainer:
             # best_step 0: nothing improved, and a best/ there is from an attempt this run started over from
             load_trainable(self.model, self.ckpt_dir / "best")
         return state
+
+    def _task_stats(self) -> dict[str, float]:
+        """What the task saw in this step's batches beyond the loss (DPO's reward accuracy and margin), when it
+        keeps such numbers (`pop_stats`)."""
+        pop = getattr(self.task, "pop_stats", None)
+        return pop() if callable(pop) else {}
 
     def _continue_at_lr(self, lr: float) -> None:
         """A resume may lower --lr (the usual cure for a loss that became NaN): the restored scheduler would
