@@ -76,7 +76,7 @@ def generative_summary(metrics: dict[str, Any]) -> str:
     if "pairs" in test:
         lines.append(f"(over {test['pairs']} held-out answer pairs; rewards are against the base model)")
     else:
-        tokens = "masked" if metrics.get("task") == "mlm" else "answer"
+        tokens = {"mlm": "masked", "clm": "text"}.get(metrics.get("task", ""), "answer")
         counted = f"perplexity over {test['tokens']} {tokens} tokens"
         generated = f"; text metrics over {test['generation']['n']} answers" if "generation" in test else ""
         lines.append(f"({counted}{generated})")
