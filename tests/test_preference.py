@@ -194,6 +194,15 @@ def test_pairs_read_conversational_rows_and_csv_json_cells(tmp_path: Path) -> No
     )
     (pair,) = load_pairs(str(csv), DataConfig(chat=DataConfig().chat))
     assert pair.prompt == [{"role": "user", "content": "你好"}] and pair.rejected == "走开"
+    # Parquet keeps a list cell as an array: read like any list (it was refused before)
+    import pandas as pd
+
+    parquet = tmp_path / "pairs.parquet"
+    pd.DataFrame(
+        {"prompt": [[{"role": "user", "content": "你好"}]], "chosen": ["您好！"], "rejected": ["走开"]}
+    ).to_parquet(parquet)
+    (pair,) = load_pairs(str(parquet), DataConfig())
+    assert pair.prompt == [{"role": "user", "content": "你好"}] and pair.chosen == "您好！"
 
 
 @pytest.mark.parametrize(
@@ -208,7 +217,7 @@ def test_bad_pairs_name_the_row(tmp_path: Path, cli, tiny_lm: str, row: dict, ne
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({"prompt": "fine", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps(row) + "\n")
     result = cli("train", "--task", "dpo", "--model", tiny_lm, "--train", path, "--output", tmp_path / "run")
-    one_error_line(result, "pairs.jsonl line 2", needle)
+    one_error_line(result, "pairs.jsonl: line 2", needle)
 
 
 def test_missing_columns_and_identical_answers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -137,7 +137,7 @@ def detect_format(df: pd.DataFrame, cfg: ChatConfig, source: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Row:
+class Row:
     """One row's cells, and where it sits in the file for error messages."""
 
     source: str
@@ -199,7 +199,7 @@ class _Plan:
     """How one format reads a row: the columns it uses and the function that turns a row into turns."""
 
     columns: list[str]
-    build: Callable[[_Row], Conversation]
+    build: Callable[[Row], Conversation]
     system_column: str | None = None
 
 
@@ -216,9 +216,9 @@ def _convert(df: pd.DataFrame, cfg: ChatConfig, source: str) -> tuple[list[Conve
         raise TunesmithError(f"{source}: every row is blank in {', '.join(columns)}; fill them or pick another file")
     conversations = []
     for index, cells in zip(rows.index, rows.to_dict("records"), strict=True):
-        row = _Row(source, index, cells)
+        row = Row(source, index, cells)
         system = (row.text(plan.system_column) if plan.system_column else None) or cfg.system_prompt
-        conversations.append(_with_system(plan.build(row), system))
+        conversations.append(with_system(plan.build(row), system))
     return conversations, rows.index
 
 
@@ -286,10 +286,10 @@ def _prompt_plan(df: pd.DataFrame, cfg: ChatConfig, source: str, template: _Temp
             [*_placeholders(template), target], partial(_single_turn, user=partial(_fill, template), target=target)
         )
     prompt = _required_column(df, cfg.source_column, SOURCE_COLUMNS, "--source-column", source, "prompt")
-    return _Plan([prompt, target], partial(_single_turn, user=partial(_Row.prompt, column=prompt), target=target))
+    return _Plan([prompt, target], partial(_single_turn, user=partial(Row.prompt, column=prompt), target=target))
 
 
-def _single_turn(row: _Row, user: Callable[[_Row], str], target: str) -> Conversation:
+def _single_turn(row: Row, user: Callable[[Row], str], target: str) -> Conversation:
     """Earlier exchanges (alpaca's history; rows of other formats carry no history cell), the prompt, the answer."""
     return [
         *_history(row),
@@ -298,12 +298,12 @@ def _single_turn(row: _Row, user: Callable[[_Row], str], target: str) -> Convers
     ]
 
 
-def _instruction(row: _Row) -> str:
+def _instruction(row: Row) -> str:
     instruction, extra = row.prompt("instruction"), row.text("input")
     return f"{instruction}\n{extra}" if extra else instruction
 
 
-def _history(row: _Row) -> Conversation:
+def _history(row: Row) -> Conversation:
     turns: Conversation = []
     for number, pair in enumerate(row.items("history"), start=1):
         pair = pair.tolist() if hasattr(pair, "tolist") else pair  # Parquet nests numpy arrays
@@ -316,16 +316,16 @@ def _history(row: _Row) -> Conversation:
     return turns
 
 
-def _turn_list(row: _Row, column: str, fmt: str) -> Conversation:
+def _turn_list(row: Row, column: str, fmt: str) -> Conversation:
     items = row.items(column)
     if not items:
         raise row.fail(f"the {column!r} list has no turns; add the conversation or remove the row")
-    turns = [_turn(row, number, item, fmt) for number, item in enumerate(items, start=1)]
-    _check_order(row, turns)
+    turns = [parse_turn(row, number, item, fmt) for number, item in enumerate(items, start=1)]
+    check_order(row, turns)
     return turns
 
 
-def _turn(row: _Row, number: int, item: Any, fmt: str) -> Turn:
+def parse_turn(row: Row, number: int, item: Any, fmt: str) -> Turn:
     role_key, content_key = _TURN_KEYS[fmt]
     roles = _ROLES[fmt]
     if not isinstance(item, dict):
@@ -349,7 +349,7 @@ def _turn(row: _Row, number: int, item: Any, fmt: str) -> Turn:
     return {"role": role, "content": content}
 
 
-def _check_order(row: _Row, turns: Conversation) -> None:
+def check_order(row: Row, turns: Conversation) -> None:
     if not any(t["role"] == "assistant" for t in turns):
         raise row.fail("has no assistant turn; the last turn must be the assistant's answer to learn from")
     start = 1 if turns[0]["role"] == "system" else 0
@@ -369,7 +369,7 @@ def _check_order(row: _Row, turns: Conversation) -> None:
         )
 
 
-def _with_system(turns: Conversation, system: str | None) -> Conversation:
+def with_system(turns: Conversation, system: str | None) -> Conversation:
     """The conversation's own system turn if it has one, else `system`; a blank system turn counts as none."""
     if turns[0]["role"] == "system":
         if turns[0]["content"].strip():
@@ -399,7 +399,7 @@ def _first_turn(df: pd.DataFrame, column: str, source: str) -> Any:
     for index, value in df[column].items():
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return None  # plain text in a column that happens to be called "messages"
-        items = _Row(source, index, {column: value}).items(column)
+        items = Row(source, index, {column: value}).items(column)
         if items:
             return items[0]
     return None
@@ -440,7 +440,7 @@ def _placeholders(template: _Template) -> list[str]:
     return [column for _, column in template if column is not None]
 
 
-def _fill(template: _Template, row: _Row) -> str:
+def _fill(template: _Template, row: Row) -> str:
     parts = []
     for literal, column in template:
         parts.append(literal)

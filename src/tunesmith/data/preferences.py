@@ -14,16 +14,14 @@ from typing import Any
 
 import pandas as pd
 
-from tunesmith.data.chat import Conversation
+from tunesmith.data.chat import Conversation, Row, check_order, parse_turn, with_system
 from tunesmith.data.config import DataConfig
 from tunesmith.data.io import read_table
 from tunesmith.errors import TunesmithError
-from tunesmith.rows import each_row_name
 
 log = logging.getLogger("tunesmith")
 
 COLUMNS = ("prompt", "chosen", "rejected")
-ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -46,8 +44,8 @@ def load_pairs(path: str, cfg: DataConfig) -> list[Pair]:
             f"(columns there: {', '.join(map(str, df.columns))})"
         )
     pairs, same = [], []
-    for where, row in zip(each_row_name(path, df.index), df[list(COLUMNS)].itertuples(index=False), strict=True):
-        pair = _pair(f"{path} {where}", *row, system=cfg.chat.system_prompt)
+    for index, cells in zip(df.index, df[list(COLUMNS)].to_dict("records"), strict=True):
+        pair = _pair(Row(path, index, cells), cfg.chat.system_prompt)
         (same if pair.chosen == pair.rejected else pairs).append(pair)
     if same:
         log.warning("%s: dropped %d pairs whose chosen and rejected answers are the same", path, len(same))
@@ -56,53 +54,52 @@ def load_pairs(path: str, cfg: DataConfig) -> list[Pair]:
     return pairs
 
 
-def _pair(where: str, prompt: Any, chosen: Any, rejected: Any, system: str | None) -> Pair:
-    turns = _prompt_turns(where, prompt)
-    if system and turns[0]["role"] != "system":
-        turns = [{"role": "system", "content": system}, *turns]
-    return Pair(turns, _answer(where, "chosen", chosen), _answer(where, "rejected", rejected))
+def _pair(row: Row, system: str | None) -> Pair:
+    """The row read as sft reads a conversation (its turn checks, its system prompt), for each answer."""
+    turns = with_system(_prompt_turns(row), system)
+    chosen, rejected = _answer(row, "chosen"), _answer(row, "rejected")
+    check_order(row, [*turns, {"role": "assistant", "content": chosen}])
+    return Pair(turns, chosen, rejected)
 
 
-def _parsed(value: Any) -> Any:
-    """A cell as written: JSON text in a CSV cell is read as the list it spells."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
+def _list_or_text(row: Row, column: str) -> list | str:
+    """The cell as a list of turns (a list, a Parquet array, or JSON text spelling a list), else as its text."""
+    value = row.cells.get(column)
+    if isinstance(value, str):
         try:
-            return json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
             return value
-    return value
+        return parsed if isinstance(parsed, list) else value
+    if isinstance(value, list) or getattr(value, "ndim", 0) == 1:
+        return row.items(column)
+    return row.text(column) or ""
 
 
-def _prompt_turns(where: str, value: Any) -> Conversation:
-    value = _parsed(value)
+def _prompt_turns(row: Row) -> Conversation:
+    value = _list_or_text(row, "prompt")
     if isinstance(value, str):
         if not value.strip():
-            raise TunesmithError(f"{where}: empty prompt; every pair needs a question")
+            raise row.fail("empty prompt; every pair needs a question")
         return [{"role": "user", "content": value}]
-    if not isinstance(value, list) or not value:
-        raise TunesmithError(f"{where}: prompt must be a text or a list of {{role, content}} turns")
-    turns = [_turn(where, "prompt", i, t) for i, t in enumerate(value)]
+    if not value:
+        raise row.fail("empty prompt; every pair needs a question")
+    turns = [parse_turn(row, number, item, "messages") for number, item in enumerate(value, start=1)]
     if turns[-1]["role"] != "user":
-        raise TunesmithError(f"{where}: the prompt's last turn is {turns[-1]['role']!r}; it must be the user's")
+        raise row.fail(f"the prompt's last turn is {turns[-1]['role']!r}; it must be the user's")
     return turns
 
 
-def _answer(where: str, column: str, value: Any) -> str:
-    value = _parsed(value)
+def _answer(row: Row, column: str) -> str:
+    value = _list_or_text(row, column)
     if isinstance(value, list):
-        turns = [_turn(where, column, i, t) for i, t in enumerate(value)]
+        turns = [parse_turn(row, number, item, "messages") for number, item in enumerate(value, start=1)]
         if len(turns) != 1 or turns[0]["role"] != "assistant":
-            raise TunesmithError(f"{where}: {column} must be a text or a list holding one assistant turn")
+            raise row.fail(f"{column} must be a text or a list holding one assistant turn")
         value = turns[0]["content"]
-    if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
-        raise TunesmithError(f"{where}: empty {column!r} answer; every pair needs two answers")
-    return str(value)
-
-
-def _turn(where: str, column: str, i: int, turn: Any) -> dict[str, str]:
-    if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
-        raise TunesmithError(f"{where}: {column} turn {i + 1} is not {{role: system|user|assistant, content: text}}")
-    return {"role": turn["role"], "content": turn["content"]}
+    if not value.strip():
+        raise row.fail(f"empty {column!r} answer; every pair needs two answers")
+    return value
 
 
 @dataclass
