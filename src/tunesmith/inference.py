@@ -438,6 +438,22 @@ def _base_of(run: GenerativeRun) -> Iterator[nn.Module]:
     yield load_lm(resolve_model(cfg.model.name), cfg.model, cfg.task).to(run.lm.device).eval()
 
 
+def _evaluate(run_dir: Path, path: str, recorded: bool, device: str, trust_remote_code: bool) -> dict[str, Any]:
+    """The scores each kind of run has, on `path` (the run's own test split when `recorded`)."""
+    cfg = _loaded_config(run_dir, trust_remote_code)
+    info = task_info(cfg.task)
+    if info.recipe == PRETRAIN:
+        return evaluate_pretrained(run_dir, cfg, path, recorded, device)
+    if info.recipe == PREFERENCE:
+        return evaluate_preference(_open_generative(run_dir, cfg, device), path, recorded)
+    if info.generative:
+        return evaluate_generative(_open_generative(run_dir, cfg, device), path, recorded=recorded)
+    run = _open_classifier(run_dir, cfg, device)
+    if recorded:
+        return evaluate_frame(run, recorded_split(run_dir, "test"), f"{run_dir}'s test split")
+    return evaluate_file(run, path)
+
+
 def evaluate_run(
     run_dir: str | Path,
     test_path: str | None,
@@ -453,21 +469,7 @@ def evaluate_run(
         write_json_file(Path(output), None, [run_dir, test_path], overwrite)
     recorded = test_path is None
     path = str(split_path(run_dir, "test")) if recorded else str(test_path)
-    cfg = _loaded_config(Path(run_dir), trust_remote_code)
-    if task_info(cfg.task).recipe == PRETRAIN:
-        metrics = evaluate_pretrained(Path(run_dir), cfg, path, recorded, device)
-        if output:
-            write_json_file(Path(output), metrics, [run_dir, test_path], overwrite)
-        return metrics
-    run = open_run(run_dir, device, trust_remote_code)
-    if isinstance(run, GenerativeRun) and task_info(cfg.task).recipe == PREFERENCE:
-        metrics = evaluate_preference(run, path, recorded)
-    elif isinstance(run, GenerativeRun):
-        metrics = evaluate_generative(run, path, recorded=recorded)
-    elif recorded:
-        metrics = evaluate_frame(run, recorded_split(run_dir, "test"), f"{run_dir}'s test split")
-    else:
-        metrics = evaluate_file(run, path)
+    metrics = _evaluate(Path(run_dir), path, recorded, device, trust_remote_code)
     if output:
         write_json_file(Path(output), metrics, [run_dir, test_path], overwrite)
     return metrics

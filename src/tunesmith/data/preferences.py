@@ -116,28 +116,19 @@ def prompt_text(pair: Pair) -> str:
     return "\n".join(t["content"].strip() for t in pair.prompt)
 
 
+def _frame(pairs: list[Pair]) -> pd.DataFrame:
+    """Pairs with the text that groups them (their prompt) and the one that finds exact repeats (all of it)."""
+    records = [json.dumps(p.record(), ensure_ascii=False) for p in pairs]
+    return pd.DataFrame({"pair": pairs, "key": [prompt_text(p) for p in pairs], "record": records})
+
+
 def load_pair_splits(cfg: DataConfig, seed: int) -> tuple[PairSplits, dict[str, Any]]:
     """Pairs of --train (and --validation/--test when given), exact repeats dropped with --dedup, the missing
     splits held out of train with every prompt's pairs on one side."""
-    from tunesmith.data.split import (
-        hold_out_missing,  # scikit-learn: loaded by training only, never by predict or serve
-    )
+    # scikit-learn: loaded by training only, never by predict or serve
+    from tunesmith.data.split import hold_out_missing, read_splits
 
-    frames: dict[str, pd.DataFrame] = {}
-    manifest: dict[str, Any] = {"rows": {}, "removed": {}}
-    for name in ("train", "validation", "test"):
-        path = getattr(cfg, name)
-        if not path:
-            continue
-        pairs = load_pairs(path, cfg)
-        frame = pd.DataFrame({"pair": pairs, "key": [prompt_text(p) for p in pairs]})
-        if cfg.dedup.enabled:
-            repeated = frame["pair"].map(lambda p: json.dumps(p.record(), ensure_ascii=False)).duplicated()
-            if repeated.any():
-                log.info("%s: dropped %d exact repeats of earlier pairs", path, int(repeated.sum()))
-                manifest["removed"][name] = int(repeated.sum())
-            frame = frame[~repeated]
-        frames[name] = frame
+    frames, manifest = read_splits(cfg, lambda path: _frame(load_pairs(path, cfg)), "record", "pairs")
     train = hold_out_missing(frames, cfg.test_size, cfg.validation_size, seed, group="key")
     if cfg.max_train_rows and len(train) > cfg.max_train_rows:
         train = train.sample(n=cfg.max_train_rows, random_state=seed)

@@ -45,24 +45,10 @@ class TextSplits:
 def load_text_splits(cfg: DataConfig, seed: int) -> tuple[TextSplits, dict[str, Any]]:
     """Texts of --train (and --validation/--test when given), exact repeats dropped with --dedup, the missing
     splits held out of train."""
-    from tunesmith.data.split import (
-        hold_out_missing,  # scikit-learn: loaded by training only, never by predict or serve
-    )
+    # scikit-learn: loaded by training only, never by predict or serve
+    from tunesmith.data.split import hold_out_missing, read_splits
 
-    frames: dict[str, pd.DataFrame] = {}
-    manifest: dict[str, Any] = {"rows": {}, "removed": {}}
-    for name in ("train", "validation", "test"):
-        path = getattr(cfg, name)
-        if not path:
-            continue
-        frame = pd.DataFrame({"text": read_texts(path, cfg)})
-        if cfg.dedup.enabled:
-            repeated = frame["text"].duplicated()
-            if repeated.any():
-                log.info("%s: dropped %d exact repeats of earlier texts", path, int(repeated.sum()))
-                manifest["removed"][name] = int(repeated.sum())
-            frame = frame[~repeated]
-        frames[name] = frame
+    frames, manifest = read_splits(cfg, lambda path: pd.DataFrame({"text": read_texts(path, cfg)}), "text", "texts")
     train = hold_out_missing(frames, cfg.test_size, cfg.validation_size, seed)
     seen = set(train["text"])
     for name in ("validation", "test"):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,12 +17,37 @@ from sklearn.model_selection import GroupShuffleSplit, KFold, StratifiedGroupKFo
 
 from tunesmith.errors import TunesmithError
 
+if TYPE_CHECKING:
+    from tunesmith.data.config import DataConfig
+
 log = logging.getLogger("tunesmith")
 
 # StratifiedGroupKFold weighs every fold for every group in a Python loop: beyond these, whole groups
 # are drawn at random instead, which over thousands of groups is close to stratified anyway.
 _MAX_FOLDS = 20  # a held-out share under 5%
 _MAX_GROUPS = 5_000
+
+
+def read_splits(
+    d: DataConfig, read: Callable[[str], pd.DataFrame], same: str, kind: str
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The frame `read` makes of each file --train, --validation and --test name; with --dedup, rows whose `same`
+    column repeats an earlier row's are dropped and counted. Returns the frames by split and a manifest."""
+    frames: dict[str, pd.DataFrame] = {}
+    manifest: dict[str, Any] = {"rows": {}, "removed": {}}
+    for name in ("train", "validation", "test"):
+        path = getattr(d, name)
+        if not path:
+            continue
+        frame = read(path)
+        if d.dedup.enabled:
+            repeated = frame[same].duplicated()
+            if repeated.any():
+                log.info("%s: dropped %d exact repeats of earlier %s", path, int(repeated.sum()), kind)
+                manifest["removed"][name] = int(repeated.sum())
+            frame = frame[~repeated]
+        frames[name] = frame
+    return frames, manifest
 
 
 def hold_out_missing(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from tunesmith.config import RunConfig
+from tunesmith.data.config import DataConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.models.loading import position_limit
 from tunesmith.run_folder import RunFolder, cached, plan_run_folder, run_inputs, save_json
@@ -18,6 +20,25 @@ from tunesmith.utils import is_main_process
 log = logging.getLogger("tunesmith")
 
 Data = TypeVar("Data")
+Splits = TypeVar("Splits")
+
+
+@dataclass
+class PreparedSplits(Generic[Splits]):
+    """Rows read, deduplicated and split once, for any number of runs on them."""
+
+    source: dict[str, Any]
+    splits: Splits
+    manifest: dict[str, Any]
+
+
+def prepare_splits(
+    cfg: RunConfig, load: Callable[[DataConfig, int], tuple[Splits, dict[str, Any]]]
+) -> PreparedSplits[Splits]:
+    """`prepare` of a recipe whose data module reads and splits its files in one call."""
+    cfg.validate_data()
+    splits, manifest = load(cfg.data, cfg.train.seed)
+    return PreparedSplits(data_source(cfg), splits, manifest)
 
 
 def data_source(cfg: RunConfig) -> dict[str, Any]:

@@ -9,7 +9,6 @@ generative run like sft's: generate, chat, serve and evaluate take it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.config import RunConfig
@@ -19,12 +18,13 @@ from tunesmith.evaluate.generative import LanguageModel
 from tunesmith.models.loading import apply_method, load_lm, load_tokenizer, trainable_summary
 from tunesmith.models.registry import resolve_model
 from tunesmith.recipes.common import (
+    PreparedSplits,
     auto_notes,
     auto_record,
     choose_auto,
-    data_source,
     fit_max_length,
     in_run_folder,
+    prepare_splits,
     prepared_for,
     write_run_report,
 )
@@ -50,19 +50,8 @@ SAMPLES = 5  # test prompts answered by the base and the tuned model, kept in sa
 BASE_SCORES = "baseline.json"
 
 
-@dataclass
-class PreferenceData:
-    """Pairs read and split once, for any number of runs on them."""
-
-    source: dict[str, Any]
-    splits: PairSplits
-    manifest: dict[str, Any]
-
-
-def prepare(cfg: RunConfig) -> PreferenceData:
-    cfg.validate_data()
-    splits, manifest = load_pair_splits(cfg.data, cfg.train.seed)
-    return PreferenceData(data_source(cfg), splits, manifest)
+def prepare(cfg: RunConfig) -> PreparedSplits[PairSplits]:
+    return prepare_splits(cfg, load_pair_splits)
 
 
 def train(
@@ -70,7 +59,7 @@ def train(
     *,
     overwrite: bool = False,
     resume: bool = False,
-    data: PreferenceData | None = None,
+    data: PreparedSplits[PairSplits] | None = None,
     on_evaluate: OnEvaluate | None = None,
     save: str = "full",
 ) -> dict[str, Any]:
@@ -86,7 +75,7 @@ def train(
 
 
 def _train(
-    cfg: RunConfig, folder: RunFolder, data: PreferenceData | None, on_evaluate: OnEvaluate | None
+    cfg: RunConfig, folder: RunFolder, data: PreparedSplits[PairSplits] | None, on_evaluate: OnEvaluate | None
 ) -> dict[str, Any]:
     d = cfg.data
     seed_everything(cfg.train.seed)
