@@ -169,7 +169,7 @@ def test_a_new_head_is_fitted_with_the_encoder_frozen(tiny_model: str, tmp_path:
     tokenizer, model = _tokenizer(tiny_model), load_masked_lm(tiny_model, RunConfig().model)
     new = set(new_weights(model))
     assert new and all(n.startswith("cls.") for n in new)
-    model.get_input_embeddings().weight.requires_grad_(False)  # as apply_method leaves it
+    model.get_input_embeddings().weight.requires_grad_(False)  # any trainable flags are given back as they were
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cfg = RunConfig(task="mlm")
     cfg.train.batch_size, cfg.train.warmup_ratio = 8, 0.0
@@ -182,3 +182,23 @@ def test_a_new_head_is_fitted_with_the_encoder_frozen(tiny_model: str, tmp_path:
     assert any(not torch.equal(before[n], after[n]) for n in new)
     assert not model.get_input_embeddings().weight.requires_grad  # each parameter's trainable flag is back
     assert all(p.requires_grad for n, p in model.named_parameters() if n not in new and "word_embeddings" not in n)
+
+
+def test_clm_lora_on_a_checkpoint_without_its_output_layer(tiny_lm: str, tmp_path: Path, cli) -> None:
+    """The new output layer is fitted before the adapter wraps the model: after, no parameter name matched it,
+    so the head phase froze everything."""
+    from transformers import AutoModel, AutoTokenizer
+
+    headless = tmp_path / "headless"
+    AutoModel.from_pretrained(tiny_lm).save_pretrained(headless)  # the Llama body: no lm_head
+    AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(headless)
+    config = json.loads((headless / "config.json").read_text())
+    (headless / "config.json").write_text(json.dumps({**config, "architectures": ["LlamaForCausalLM"]}))
+    texts = tmp_path / "domain.txt"
+    texts.write_text("\n".join(_texts(40)) + "\n", encoding="utf-8")
+    result = cli(
+        "train", "--task", "clm", "--model", headless, "--train", texts, "--output", tmp_path / "run",
+        "--epochs", "1", "--batch-size", "8", "--lr", "1e-2", "--method", "lora",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "fitting the new head alone first" in result.err

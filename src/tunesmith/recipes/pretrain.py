@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,13 @@ from tunesmith.models.loading import (
 )
 from tunesmith.models.registry import resolve_model
 from tunesmith.recipes.common import (
+    PreparedSplits,
     auto_notes,
     auto_record,
     choose_auto,
-    data_source,
     fit_max_length,
     in_run_folder,
+    prepare_splits,
     prepared_for,
     write_run_report,
 )
@@ -53,19 +53,8 @@ HEAD_EPOCHS = 0.25
 HEAD_LR = 1e-3
 
 
-@dataclass
-class PretrainData:
-    """Texts read, deduplicated and split once, for any number of runs on them."""
-
-    source: dict[str, Any]
-    splits: TextSplits
-    manifest: dict[str, Any]
-
-
-def prepare(cfg: RunConfig) -> PretrainData:
-    cfg.validate_data()
-    splits, manifest = load_text_splits(cfg.data, cfg.train.seed)
-    return PretrainData(data_source(cfg), splits, manifest)
+def prepare(cfg: RunConfig) -> PreparedSplits[TextSplits]:
+    return prepare_splits(cfg, load_text_splits)
 
 
 def train(
@@ -73,7 +62,7 @@ def train(
     *,
     overwrite: bool = False,
     resume: bool = False,
-    data: PretrainData | None = None,
+    data: PreparedSplits[TextSplits] | None = None,
     on_evaluate: OnEvaluate | None = None,
     save: str = "full",
 ) -> dict[str, Any]:
@@ -83,7 +72,7 @@ def train(
 
 
 def _train(
-    cfg: RunConfig, folder: RunFolder, data: PretrainData | None, on_evaluate: OnEvaluate | None
+    cfg: RunConfig, folder: RunFolder, data: PreparedSplits[TextSplits] | None, on_evaluate: OnEvaluate | None
 ) -> dict[str, Any]:
     d = cfg.data
     seed_everything(cfg.train.seed)
@@ -120,9 +109,10 @@ def _train(
         log.info("scoring the base model on the test split")
         base = scores(model, test)
         save_json(folder.work, BASE_SCORES, base)
-    model = apply_method(model, cfg.method, cfg.model.freeze_embeddings, task_info(cfg.task).peft_task_type)
     if not folder.resume:  # a resumed run's checkpoint holds the fitted head already
+        # Before apply_method: new_weights names the model's own parameters, not an adapter wrapper's
         _fit_new_head(cfg, model, task, train, collate, device, lambda m: scores(m, validation))
+    model = apply_method(model, cfg.method, cfg.model.freeze_embeddings, task_info(cfg.task).peft_task_type)
     log.info(trainable_summary(model))
     trainer = Trainer(
         model,
@@ -175,7 +165,7 @@ def _fit_new_head(
     device: Any,
     evaluate: Any,
 ) -> None:
-    """A head the checkpoint lacks (e5 has no masked-LM head) is first fitted alone, the encoder frozen: from
+    """Weights the checkpoint lacks (e5 has no masked-LM head) are first fitted alone, the rest frozen: from
     random values its first gradients would only push the encoder away from what it knows. Run by the same
     loop, for HEAD_EPOCHS, with no checkpoints (its log is not kept)."""
     new = set(new_weights(model))
@@ -187,7 +177,8 @@ def _fit_new_head(
     head = dataclasses.replace(
         cfg.train, lr=HEAD_LR, epochs=HEAD_EPOCHS, max_steps=0, eval_every=0, patience=0, metric=None, fsdp=False
     )
-    log.info("fitting the new masked-LM head alone first (%s epoch, lr %g; the encoder frozen)", HEAD_EPOCHS, HEAD_LR)
+    kind = "masked-LM " if cfg.task == "mlm" else ""
+    log.info("fitting the new %shead alone first (%s epoch, lr %g; the rest frozen)", kind, HEAD_EPOCHS, HEAD_LR)
     with tempfile.TemporaryDirectory(prefix="tunesmith-head-") as tmp:
         Trainer(model, task, train, head, Path(tmp), device, collate, evaluate, checkpoints=False).fit()
     for name, p in model.named_parameters():
